@@ -1,0 +1,753 @@
+//! One client connection (RFC 6120): stream header, STARTTLS, SASL, in-band registration,
+//! resource binding, then the bound session's stanza loop.
+//!
+//! The connection is a single task: it reads into the framer's buffer, handles every complete
+//! element, and writes what the router queued for it, batching queued stanzas into one write.
+
+use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
+use crate::{ChannelSink, Edge, SessionHost};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use starling_xml::{Element, Event, StreamHeader, StreamParser};
+use starling_xmpp::sasl::{parse_plain, SaslFailure, ScramCredentials, ScramHash, ScramServer};
+use starling_xmpp::session::ToClient;
+use starling_xmpp::stanza::{error_reply, kind_of};
+use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+/// Failed SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
+const MAX_AUTH_ATTEMPTS_PER_STREAM: u32 = 3;
+/// Queued stanzas written per batch.
+const WRITE_BATCH: usize = 64;
+
+/// Where the stream is in its negotiation.
+#[derive(Debug)]
+enum Phase {
+    /// Before authentication.
+    PreAuth,
+    /// SCRAM exchange under way.
+    Scram {
+        /// The server side of the exchange.
+        server: Box<ScramServer>,
+        /// The account, once client-first named it and it exists; None means decoy (unknown user).
+        account: Option<BareJid>,
+        /// Whether client-first has been processed (otherwise the next response is client-first).
+        started: bool,
+        /// The mechanism's hash, to pick the matching stored credentials.
+        hash: ScramHash,
+    },
+    /// Authenticated, waiting for resource binding.
+    Authenticated(BareJid),
+    /// Bound: stanzas flow.
+    Bound {
+        /// The session's full JID.
+        jid: FullJid,
+        /// The router's id for this bind.
+        id: u64,
+    },
+}
+
+/// What the caller of [`Client::drive`] does next.
+enum Step {
+    /// Upgrade the socket to TLS and start a new stream.
+    StartTls,
+    /// Close the connection.
+    Close,
+}
+
+/// Per-connection state.
+struct Client<H: SessionHost> {
+    /// Shared edge state.
+    edge: Arc<Edge<H>>,
+    /// Remote address, for rate limiting and logs.
+    peer: SocketAddr,
+    /// Framer over the current stream (replaced on stream restarts after TLS).
+    parser: StreamParser,
+    /// Negotiation phase.
+    phase: Phase,
+    /// Whether the stream is encrypted.
+    tls: bool,
+    /// Whether our header for the current stream was sent (stream errors need one first).
+    header_sent: bool,
+    /// The domain the client addressed, once known.
+    domain: String,
+    /// SASL failures on this connection.
+    auth_failures: u32,
+    /// Queue from the router, present once bound.
+    rx: Option<mpsc::Receiver<ToClient>>,
+    /// Output buffer reused across writes.
+    out: Vec<u8>,
+    /// Connect time plus the handshake timeout.
+    handshake_deadline: Instant,
+}
+
+/// Serve one client connection to its end.
+pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let handshake_deadline = Instant::now() + edge.cfg.handshake_timeout;
+    let mut conn = if direct_tls {
+        let Some(acceptor) = edge.direct_tls.clone() else { return };
+        match timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    } else {
+        Conn::Plain(tcp)
+    };
+    let mut client = Client {
+        parser: StreamParser::new(edge.cfg.limits),
+        edge,
+        peer,
+        phase: Phase::PreAuth,
+        tls: conn.is_tls(),
+        header_sent: false,
+        domain: String::new(),
+        auth_failures: 0,
+        rx: None,
+        out: Vec::with_capacity(4096),
+        handshake_deadline,
+    };
+    loop {
+        match client.drive(&mut conn).await {
+            Step::Close => break,
+            Step::StartTls => {
+                let Conn::Plain(tcp) = conn else { break };
+                let Some(acceptor) = client.edge.starttls.clone() else { break };
+                match timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => conn = Conn::Tls(Box::new(s)),
+                    _ => {
+                        tracing::debug!(%peer, "STARTTLS handshake failed");
+                        client.finish().await;
+                        return;
+                    }
+                }
+                client.tls = true;
+                client.header_sent = false;
+                // RFC 6120 §5.4.3.3: nothing sent before the TLS handshake survives it.
+                client.parser = StreamParser::new(client.edge.cfg.limits);
+            }
+        }
+    }
+    let _ = conn.shutdown().await;
+    client.finish().await;
+}
+
+impl<H: SessionHost> Client<H> {
+    /// Read, handle and write until the stream ends or asks for TLS.
+    async fn drive(&mut self, conn: &mut Conn) -> Step {
+        let mut shutdown = self.edge.shutdown_signal();
+        loop {
+            loop {
+                match self.parser.next_event() {
+                    Ok(Some(ev)) => {
+                        if let Some(step) = self.on_event(conn, ev).await {
+                            return step;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "closing stream on bad XML");
+                        self.stream_error(conn, e.into()).await;
+                        return Step::Close;
+                    }
+                }
+            }
+            let deadline = match self.phase {
+                Phase::Bound { .. } => Instant::now() + self.edge.cfg.idle_timeout,
+                _ => self.handshake_deadline,
+            };
+            if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
+                self.parser.buffer_mut().reserve(8192);
+            }
+            tokio::select! {
+                r = conn.read_buf(self.parser.buffer_mut()) => match r {
+                    Ok(0) | Err(_) => return Step::Close,
+                    Ok(_) => {}
+                },
+                item = recv(&mut self.rx) => {
+                    if let Some(step) = self.write_queued(conn, item).await {
+                        return step;
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    self.stream_error(conn, StreamError::ConnectionTimeout).await;
+                    return Step::Close;
+                }
+                _ = shutdown.changed() => {
+                    self.stream_error(conn, StreamError::SystemShutdown).await;
+                    return Step::Close;
+                }
+            }
+        }
+    }
+
+    /// Write one queued item and whatever else is queued right now, in one write.
+    async fn write_queued(&mut self, conn: &mut Conn, first: Option<ToClient>) -> Option<Step> {
+        let Some(first) = first else {
+            // The router dropped the sink: the session is gone.
+            self.stream_error(conn, StreamError::InternalServerError).await;
+            return Some(Step::Close);
+        };
+        self.out.clear();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(item) = next.take() {
+            match item {
+                ToClient::Stanza(e) => e.write_to(&mut self.out, ns::CLIENT),
+                ToClient::Close(err) => {
+                    if !self.out.is_empty() && conn.write_all(&self.out).await.is_err() {
+                        return Some(Step::Close);
+                    }
+                    self.out.clear();
+                    self.stream_error(conn, err).await;
+                    return Some(Step::Close);
+                }
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        if self.flush_out(conn).await.is_err() {
+            return Some(Step::Close);
+        }
+        None
+    }
+
+    async fn flush_out(&mut self, conn: &mut Conn) -> std::io::Result<()> {
+        conn.write_all(&self.out).await?;
+        conn.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    async fn send(&mut self, conn: &mut Conn, e: &Element) -> Option<Step> {
+        self.out.clear();
+        e.write_to(&mut self.out, ns::CLIENT);
+        self.flush_out(conn).await.err().map(|_| Step::Close)
+    }
+
+    /// Send a stream error (our header first if not yet sent) and the stream close.
+    async fn stream_error(&mut self, conn: &mut Conn, err: StreamError) {
+        self.out.clear();
+        if !self.header_sent {
+            let from = if self.domain.is_empty() {
+                self.edge.cfg.domains.first().cloned().unwrap_or_default()
+            } else {
+                self.domain.clone()
+            };
+            self.out.extend_from_slice(&stream_header(ns::CLIENT, &from, None, &random_id(), true));
+        }
+        self.out.extend_from_slice(b"<stream:error>");
+        Element::new(err.condition(), ns::STREAM_ERRORS).write_to(&mut self.out, ns::CLIENT);
+        self.out.extend_from_slice(b"</stream:error>");
+        self.out.extend_from_slice(STREAM_CLOSE);
+        let _ = self.flush_out(conn).await;
+    }
+
+    /// End of connection: tell the router the session is gone.
+    async fn finish(&mut self) {
+        if let Phase::Bound { jid, id } = &self.phase {
+            self.edge.host.unbind(jid, *id).await;
+        }
+        self.phase = Phase::PreAuth;
+    }
+
+    async fn on_event(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
+        match ev {
+            Event::StreamOpen(h) => self.on_header(conn, h).await,
+            Event::StreamClose => {
+                self.out.clear();
+                self.out.extend_from_slice(STREAM_CLOSE);
+                let _ = self.flush_out(conn).await;
+                Some(Step::Close)
+            }
+            Event::Stanza(e) => self.on_element(conn, e).await,
+        }
+    }
+
+    /// RFC 6120 §4.7, §4.9.1: check the initiator's header, answer with ours and the features.
+    async fn on_header(&mut self, conn: &mut Conn, h: StreamHeader) -> Option<Step> {
+        if let Some(to) = h.attr("to") {
+            self.domain = to.to_owned();
+        }
+        let check = check_header(&h, |d| self.edge.serves(d));
+        if let Err(err) = check {
+            if err == StreamError::HostUnknown {
+                self.domain.clear();
+            }
+            self.stream_error(conn, err).await;
+            return Some(Step::Close);
+        }
+        self.out.clear();
+        self.out.extend_from_slice(&stream_header(ns::CLIENT, &self.domain, h.attr("from"), &random_id(), true));
+        self.header_sent = true;
+        self.out.extend_from_slice(b"<stream:features>");
+        for f in self.features() {
+            f.write_to(&mut self.out, ns::CLIENT);
+        }
+        self.out.extend_from_slice(b"</stream:features>");
+        self.flush_out(conn).await.err().map(|_| Step::Close)
+    }
+
+    /// Whether authentication may happen on this stream now.
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.edge.cfg.allow_plaintext_auth || (self.edge.starttls.is_none() && !self.edge.cfg.starttls_required)
+    }
+
+    /// Stream features for the current phase (RFC 6120 §4.3.2).
+    fn features(&self) -> Vec<Element> {
+        let mut f = Vec::new();
+        match self.phase {
+            Phase::PreAuth | Phase::Scram { .. } => {
+                if !self.tls && self.edge.starttls.is_some() {
+                    let mut st = Element::new("starttls", ns::TLS);
+                    if self.edge.cfg.starttls_required {
+                        st.append_child(Element::new("required", ns::TLS));
+                    }
+                    f.push(st);
+                }
+                if self.auth_allowed() {
+                    let mut mechs = Element::new("mechanisms", ns::SASL);
+                    for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+                        mechs.append_child(Element::new("mechanism", ns::SASL).with_text(m));
+                    }
+                    f.push(mechs);
+                    if self.edge.cfg.registration_enabled {
+                        f.push(Element::new("register", ns::REGISTER_FEATURE));
+                    }
+                }
+            }
+            Phase::Authenticated(_) | Phase::Bound { .. } => {
+                f.push(Element::new("bind", ns::BIND));
+                f.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+                f.push(Element::new("ver", ns::ROSTER_VER));
+                f.push(Element::new("sub", ns::PRE_APPROVAL));
+            }
+        }
+        f
+    }
+
+    async fn on_element(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
+        if !self.header_sent {
+            // Parser guarantees a header first; defensive.
+            self.stream_error(conn, StreamError::NotWellFormed).await;
+            return Some(Step::Close);
+        }
+        match &self.phase {
+            Phase::Bound { .. } => self.on_stanza(conn, e).await,
+            Phase::Authenticated(_) => self.on_pre_bind(conn, e).await,
+            Phase::PreAuth | Phase::Scram { .. } => self.on_pre_auth(conn, e).await,
+        }
+    }
+
+    async fn on_pre_auth(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
+        if e.is("starttls", ns::TLS) {
+            if self.tls || self.edge.starttls.is_none() || !matches!(self.phase, Phase::PreAuth) {
+                self.out.clear();
+                Element::new("failure", ns::TLS).write_to(&mut self.out, ns::CLIENT);
+                self.out.extend_from_slice(STREAM_CLOSE);
+                let _ = self.flush_out(conn).await;
+                return Some(Step::Close);
+            }
+            let proceed = Element::new("proceed", ns::TLS);
+            if let Some(step) = self.send(conn, &proceed).await {
+                return Some(step);
+            }
+            return Some(Step::StartTls);
+        }
+        if e.ns == ns::SASL {
+            return self.on_sasl(conn, e).await;
+        }
+        if e.is("iq", ns::CLIENT) && e.get_child("query", ns::REGISTER).is_some() {
+            return self.on_register(conn, e).await;
+        }
+        if self.edge.starttls.is_some() && !self.tls && self.edge.cfg.starttls_required {
+            // RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
+            self.stream_error(conn, StreamError::PolicyViolation).await;
+        } else {
+            self.stream_error(conn, StreamError::NotAuthorized).await;
+        }
+        Some(Step::Close)
+    }
+
+    async fn sasl_failure(&mut self, conn: &mut Conn, failure: SaslFailure) -> Option<Step> {
+        self.phase = Phase::PreAuth;
+        let counts = matches!(failure, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding);
+        if counts {
+            self.edge.limiter.record_failure(self.peer.ip());
+            self.auth_failures += 1;
+        }
+        let f = Element::new("failure", ns::SASL).with_child(Element::new(failure.condition(), ns::SASL));
+        if let Some(step) = self.send(conn, &f).await {
+            return Some(step);
+        }
+        if self.auth_failures >= MAX_AUTH_ATTEMPTS_PER_STREAM {
+            self.stream_error(conn, StreamError::PolicyViolation).await;
+            return Some(Step::Close);
+        }
+        None
+    }
+
+    fn decode_payload(e: &Element) -> Result<Vec<u8>, SaslFailure> {
+        let text = e.text();
+        let t = text.trim();
+        if t.is_empty() || t == "=" {
+            return Ok(Vec::new());
+        }
+        B64.decode(t).map_err(|_| SaslFailure::IncorrectEncoding)
+    }
+
+    async fn on_sasl(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
+        match e.name.as_str() {
+            "auth" => {
+                if !matches!(self.phase, Phase::PreAuth) {
+                    return self.sasl_failure(conn, SaslFailure::MalformedRequest).await;
+                }
+                if !self.auth_allowed() {
+                    return self.sasl_failure(conn, SaslFailure::EncryptionRequired).await;
+                }
+                if !self.edge.limiter.allowed(self.peer.ip()) {
+                    let f = self.sasl_failure(conn, SaslFailure::TemporaryAuthFailure).await;
+                    if f.is_some() {
+                        return f;
+                    }
+                    self.stream_error(conn, StreamError::PolicyViolation).await;
+                    return Some(Step::Close);
+                }
+                let payload = match Self::decode_payload(&e) {
+                    Ok(p) => p,
+                    Err(f) => return self.sasl_failure(conn, f).await,
+                };
+                let mech = e.attr("mechanism").unwrap_or_default();
+                if mech == "PLAIN" {
+                    return self.plain(conn, &payload).await;
+                }
+                let Some(hash) = ScramHash::from_mechanism(mech) else {
+                    return self.sasl_failure(conn, SaslFailure::InvalidMechanism).await;
+                };
+                self.phase =
+                    Phase::Scram { server: Box::new(ScramServer::new(hash)), account: None, started: false, hash };
+                if payload.is_empty() {
+                    // No initial response: ask for client-first with an empty challenge.
+                    return self.send(conn, &Element::new("challenge", ns::SASL)).await;
+                }
+                self.scram_step(conn, &payload).await
+            }
+            "response" => {
+                if !matches!(self.phase, Phase::Scram { .. }) {
+                    return self.sasl_failure(conn, SaslFailure::MalformedRequest).await;
+                }
+                match Self::decode_payload(&e) {
+                    Ok(p) => self.scram_step(conn, &p).await,
+                    Err(f) => self.sasl_failure(conn, f).await,
+                }
+            }
+            "abort" => self.sasl_failure(conn, SaslFailure::Aborted).await,
+            _ => self.sasl_failure(conn, SaslFailure::MalformedRequest).await,
+        }
+    }
+
+    /// Look up an account's credentials off the async threads.
+    async fn credentials(&self, user: &BareJid) -> Option<Vec<ScramCredentials>> {
+        let accounts = self.edge.accounts.clone();
+        let key = user.to_string();
+        tokio::task::spawn_blocking(move || accounts.credentials(&key)).await.ok()?.ok()?
+    }
+
+    /// The account named by a SASL username on this stream's domain.
+    fn account_for(&self, username: &str) -> Option<BareJid> {
+        if username.is_empty() || username.contains('@') || username.contains('/') {
+            return None;
+        }
+        BareJid::new(&format!("{username}@{}", self.domain)).ok()
+    }
+
+    async fn scram_step(&mut self, conn: &mut Conn, payload: &[u8]) -> Option<Step> {
+        let Phase::Scram { started, .. } = &self.phase else { return None };
+        if !*started {
+            let first = {
+                let Phase::Scram { server, .. } = &mut self.phase else { return None };
+                server.client_first(payload)
+            };
+            let first = match first {
+                Ok(f) => f,
+                Err(f) => return self.sasl_failure(conn, f).await,
+            };
+            let account = self.account_for(&first.username);
+            if let (Some(authz), Some(acc)) = (&first.authzid, &account) {
+                if Jid::new(authz).map(|j| j.to_bare() != *acc).unwrap_or(true) {
+                    return self.sasl_failure(conn, SaslFailure::InvalidAuthzid).await;
+                }
+            }
+            let creds = match &account {
+                Some(a) => self.credentials(a).await,
+                None => None,
+            };
+            let Phase::Scram { server, account: slot, started, hash } = &mut self.phase else { return None };
+            let hash = *hash;
+            let known = creds.and_then(|cs| cs.into_iter().find(|c| c.hash == hash));
+            let (creds, account) = match known {
+                Some(c) => (c, account),
+                None => (ScramCredentials::decoy(hash, &first.username, &self.edge.decoy_secret), None),
+            };
+            let server_first = server.server_first(&creds);
+            *slot = account;
+            *started = true;
+            let challenge = Element::new("challenge", ns::SASL).with_text(B64.encode(server_first));
+            return self.send(conn, &challenge).await;
+        }
+        let result = {
+            let Phase::Scram { server, .. } = &mut self.phase else { return None };
+            server.client_final(payload)
+        };
+        let account = match &self.phase {
+            Phase::Scram { account, .. } => account.clone(),
+            _ => None,
+        };
+        match (result, account) {
+            (Ok(server_final), Some(acc)) => {
+                let success = Element::new("success", ns::SASL).with_text(B64.encode(server_final));
+                self.authenticated(conn, acc, success).await
+            }
+            (Ok(_), None) | (Err(_), _) => self.sasl_failure(conn, SaslFailure::NotAuthorized).await,
+        }
+    }
+
+    async fn plain(&mut self, conn: &mut Conn, payload: &[u8]) -> Option<Step> {
+        let creds = match parse_plain(payload) {
+            Ok(c) => c,
+            Err(f) => return self.sasl_failure(conn, f).await,
+        };
+        let Some(account) = self.account_for(&creds.authcid) else {
+            return self.sasl_failure(conn, SaslFailure::NotAuthorized).await;
+        };
+        if let Some(authz) = &creds.authzid {
+            if Jid::new(authz).map(|j| j.to_bare() != account).unwrap_or(true) {
+                return self.sasl_failure(conn, SaslFailure::InvalidAuthzid).await;
+            }
+        }
+        let stored = self.credentials(&account).await.unwrap_or_default();
+        let password = creds.password;
+        // PBKDF2 is deliberately slow: keep it off the async threads.
+        let ok = tokio::task::spawn_blocking(move || stored.iter().any(|c| c.verify_password(&password)))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return self.sasl_failure(conn, SaslFailure::NotAuthorized).await;
+        }
+        self.authenticated(conn, account, Element::new("success", ns::SASL)).await
+    }
+
+    /// SASL succeeded: answer, and expect a restarted stream (RFC 6120 §6.4.6).
+    async fn authenticated(&mut self, conn: &mut Conn, account: BareJid, success: Element) -> Option<Step> {
+        tracing::debug!(peer = %self.peer, %account, "authenticated");
+        self.phase = Phase::Authenticated(account);
+        self.header_sent = false;
+        self.parser.reset();
+        self.send(conn, &success).await
+    }
+
+    /// XEP-0077 before authentication: the form, and account creation.
+    async fn on_register(&mut self, conn: &mut Conn, iq: Element) -> Option<Step> {
+        let reply = self.register_reply(&iq).await;
+        self.send(conn, &reply).await
+    }
+
+    async fn register_reply(&self, iq: &Element) -> Element {
+        let domain = self.domain.clone();
+        if !self.edge.cfg.registration_enabled {
+            return error_reply(iq, StanzaError::ServiceUnavailable, &domain);
+        }
+        if !self.auth_allowed() {
+            return error_reply(iq, StanzaError::NotAuthorized, &domain);
+        }
+        let Some(query) = iq.get_child("query", ns::REGISTER) else {
+            return error_reply(iq, StanzaError::BadRequest, &domain);
+        };
+        let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+        if let Some(id) = iq.attr("id") {
+            result.set_attr("id", id);
+        }
+        match iq.attr("type") {
+            Some("get") => result.with_child(
+                Element::new("query", ns::REGISTER)
+                    .with_child(Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+                    .with_child(Element::new("username", ns::REGISTER))
+                    .with_child(Element::new("password", ns::REGISTER)),
+            ),
+            Some("set") => {
+                if query.get_child("remove", ns::REGISTER).is_some() {
+                    return error_reply(iq, StanzaError::Forbidden, &domain);
+                }
+                if !self.edge.limiter.allowed(self.peer.ip()) {
+                    return error_reply(iq, StanzaError::ResourceConstraint, &domain);
+                }
+                let username = query.get_child("username", ns::REGISTER).map(|u| u.text()).unwrap_or_default();
+                let password = query.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
+                if username.is_empty() || password.is_empty() {
+                    return error_reply(iq, StanzaError::NotAcceptable, &domain);
+                }
+                let Some(account) = self.account_for(&username) else {
+                    return error_reply(iq, StanzaError::JidMalformed, &domain);
+                };
+                // Every registration counts against the address, so one address cannot mass-create accounts.
+                self.edge.limiter.record_failure(self.peer.ip());
+                let accounts = self.edge.accounts.clone();
+                let iterations = self.edge.cfg.scram_iterations;
+                let key = account.to_string();
+                let created = tokio::task::spawn_blocking(move || {
+                    let creds = starling_store::derive_credentials(&password, iterations)
+                        .map_err(|_| StanzaError::NotAcceptable)?;
+                    accounts.create_account(&key, creds).map_err(|e| match e {
+                        starling_store::StoreError::AccountExists => StanzaError::Conflict,
+                        _ => StanzaError::InternalServerError,
+                    })
+                })
+                .await
+                .unwrap_or(Err(StanzaError::InternalServerError));
+                match created {
+                    Ok(()) => {
+                        tracing::info!(%account, "account registered in-band");
+                        result
+                    }
+                    Err(e) => error_reply(iq, e, &domain),
+                }
+            }
+            _ => error_reply(iq, StanzaError::BadRequest, &domain),
+        }
+    }
+
+    /// Authenticated, not yet bound: only resource binding is accepted (RFC 6120 §7.1).
+    async fn on_pre_bind(&mut self, conn: &mut Conn, iq: Element) -> Option<Step> {
+        let Phase::Authenticated(account) = &self.phase else { return None };
+        let account = account.clone();
+        let bind = iq.get_child("bind", ns::BIND).cloned();
+        let (true, Some(bind)) = (iq.is("iq", ns::CLIENT) && iq.attr("type") == Some("set"), bind) else {
+            self.stream_error(conn, StreamError::NotAuthorized).await;
+            return Some(Step::Close);
+        };
+        let requested = bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
+        let resource = requested.unwrap_or_else(random_id);
+        // RFC 6120 §7.7.2.1: a resource that fails Resourceprep is a bad request.
+        let Ok(jid) = FullJid::new(&format!("{account}/{resource}")) else {
+            return self.send(conn, &error_reply(&iq, StanzaError::BadRequest, &self.domain.clone())).await;
+        };
+        let (sink, rx) = ChannelSink::new(self.edge.cfg.session_queue);
+        let Some(id) = self.edge.host.bind(&jid, sink).await else {
+            return self.send(conn, &error_reply(&iq, StanzaError::InternalServerError, &self.domain.clone())).await;
+        };
+        self.rx = Some(rx);
+        self.phase = Phase::Bound { jid: jid.clone(), id };
+        let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+        if let Some(i) = iq.attr("id") {
+            result.set_attr("id", i);
+        }
+        let result =
+            result.with_child(Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())));
+        tracing::debug!(peer = %self.peer, %jid, "bound");
+        self.send(conn, &result).await
+    }
+
+    /// A stanza from the bound session: check it, stamp 'from', hand it to the router.
+    async fn on_stanza(&mut self, conn: &mut Conn, mut e: Element) -> Option<Step> {
+        let Phase::Bound { jid, .. } = &self.phase else { return None };
+        let jid = jid.clone();
+        if e.ns != ns::CLIENT || kind_of(&e).is_none() {
+            // RFC 6120 §4.9.3.21
+            self.stream_error(conn, StreamError::UnsupportedStanzaType).await;
+            return Some(Step::Close);
+        }
+        // RFC 6120 §8.1.2.1: the server stamps 'from'; a different one is refused.
+        match e.attr("from").map(Jid::new) {
+            None => {}
+            Some(Ok(Jid::Full(f))) if f == jid => {}
+            Some(Ok(Jid::Bare(b))) if b == jid.to_bare() => {}
+            Some(_) => {
+                self.stream_error(conn, StreamError::InvalidFrom).await;
+                return Some(Step::Close);
+            }
+        }
+        e.set_attr("from", jid.to_string());
+        if e.name == "iq" {
+            let typ_ok = matches!(e.attr("type"), Some("get" | "set" | "result" | "error"));
+            if !typ_ok || e.attr("id").is_none() {
+                // RFC 6120 §8.2.3: id and type are required.
+                if e.attr("type") != Some("error") {
+                    let reply = error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
+                    return self.send(conn, &reply).await;
+                }
+                return None;
+            }
+            if matches!(e.attr("type"), Some("get" | "set")) && e.elements().count() != 1 {
+                let reply = error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
+                return self.send(conn, &reply).await;
+            }
+        }
+        self.edge.host.handle(&jid, e).await;
+        None
+    }
+}
+
+/// RFC 6120 §4.9.1 checks on an initiating stream header, in the order a server reports them.
+pub fn check_header(h: &StreamHeader, serves: impl Fn(&str) -> bool) -> Result<(), StreamError> {
+    if h.name != "stream" || h.ns != ns::STREAM {
+        return Err(StreamError::InvalidNamespace);
+    }
+    if h.default_ns.as_deref() != Some(ns::CLIENT) {
+        return Err(StreamError::InvalidNamespace);
+    }
+    match h.attr("version").and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok()) {
+        Some(1) => {}
+        _ => return Err(StreamError::UnsupportedVersion),
+    }
+    match h.attr("to") {
+        Some(to) if serves(to) => Ok(()),
+        _ => Err(StreamError::HostUnknown),
+    }
+}
+
+/// Receive from an optional queue; pending forever when there is none.
+async fn recv(rx: &mut Option<mpsc::Receiver<ToClient>>) -> Option<ToClient> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(attrs: &[(&str, &str)], default_ns: Option<&str>) -> StreamHeader {
+        StreamHeader {
+            name: "stream".into(),
+            ns: ns::STREAM.into(),
+            default_ns: default_ns.map(str::to_owned),
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn header_checks_in_order() {
+        let serves = |d: &str| d == "localhost";
+        let ok = header(&[("to", "localhost"), ("version", "1.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&ok, serves), Ok(()));
+        let bad_ns = header(&[("to", "localhost"), ("version", "1.0")], Some("jabber:server"));
+        assert_eq!(check_header(&bad_ns, serves), Err(StreamError::InvalidNamespace));
+        let old = header(&[("to", "localhost")], Some(ns::CLIENT));
+        assert_eq!(check_header(&old, serves), Err(StreamError::UnsupportedVersion));
+        let v2 = header(&[("to", "localhost"), ("version", "2.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&v2, serves), Err(StreamError::UnsupportedVersion));
+        let host = header(&[("to", "example.org"), ("version", "1.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&host, serves), Err(StreamError::HostUnknown));
+        let mut wrong_root = ok.clone();
+        wrong_root.ns = "urn:nope".into();
+        assert_eq!(check_header(&wrong_root, serves), Err(StreamError::InvalidNamespace));
+    }
+}

@@ -1,0 +1,111 @@
+//! The connection type shared by client and component streams, and small stream-writing helpers.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A client or component connection: plain TCP, or TLS over TCP (after STARTTLS or direct TLS).
+pub enum Conn {
+    /// Unencrypted.
+    Plain(TcpStream),
+    /// Encrypted; boxed because the TLS state is large and most of a connection's life is spent here.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Whether the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// N bytes from the system's secure random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; N];
+    // The system RNG failing is not recoverable in any useful way; fall back to a time-based
+    // value rather than panicking, ids stay unique enough for stream ids.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8;
+        }
+    }
+    b
+}
+
+/// A random lowercase hex string of `2 * 12` characters (stream ids, generated resources).
+pub fn random_id() -> String {
+    random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Escape a value for a single-quoted attribute.
+pub fn escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The server's stream header (RFC 6120 §4.7). `to` echoes the initiator's 'from' when it sent one.
+pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str, version: bool) -> Vec<u8> {
+    let mut s = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}'",
+        content_ns,
+        starling_xmpp::ns::STREAM,
+        escape_attr(id),
+        escape_attr(from)
+    );
+    if let Some(to) = to {
+        s.push_str(&format!(" to='{}'", escape_attr(to)));
+    }
+    if version {
+        s.push_str(" version='1.0' xml:lang='en'");
+    }
+    s.push('>');
+    s.into_bytes()
+}
+
+/// The closing tag of a stream.
+pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";

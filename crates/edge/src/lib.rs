@@ -1,0 +1,239 @@
+//! The edge: where client and component connections end.
+//!
+//! The edge owns sockets and everything about a stream that is not routing: the stream header,
+//! STARTTLS and direct TLS, SASL, resource binding, limits and timeouts, and the checks that make
+//! every stanza it forwards trustworthy (a well-formed stanza, 'from' stamped by the server).
+//! It hands bound sessions and their stanzas to a [`SessionHost`] — the in-process router in
+//! `serve`, a link to remote routers in a cluster.
+//!
+//! Modules:
+//! - [`c2s`]: one client connection, from the first byte to the last (RFC 6120).
+//! - [`component`]: one external component connection (XEP-0114).
+//! - [`io`]: the connection type (plain or TLS) and the read/write helpers both use.
+//! - [`tls`]: rustls server configuration, certificate loading and self-signed generation.
+//! - [`limiter`]: failed-authentication rate limiting per address.
+
+pub mod c2s;
+pub mod component;
+pub mod io;
+pub mod limiter;
+pub mod tls;
+
+use starling_store::AccountStore;
+use starling_xml::{Element, Limits};
+use starling_xmpp::session::{Deliver, ToClient};
+use starling_xmpp::FullJid;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// What the edge needs from the routing side. Implemented by the binary over the in-process
+/// router; a cluster implements it over gRPC links.
+pub trait SessionHost: Send + Sync + 'static {
+    /// Bind a full JID to a sink; returns an id that identifies this bind for [`SessionHost::unbind`].
+    fn bind(&self, jid: &FullJid, sink: Arc<dyn Deliver>) -> impl Future<Output = Option<u64>> + Send;
+    /// A stanza from the bound session `from` ('from' already stamped).
+    fn handle(&self, from: &FullJid, stanza: Element) -> impl Future<Output = ()> + Send;
+    /// The session ended.
+    fn unbind(&self, jid: &FullJid, id: u64) -> impl Future<Output = ()> + Send;
+    /// A component authenticated for `domain`; false if one is already connected.
+    fn component_connected(&self, domain: &str, sink: Arc<dyn Deliver>) -> bool;
+    /// The component for `domain` went away.
+    fn component_disconnected(&self, domain: &str);
+    /// A stanza from the component of `domain` ('from' checked to be within it).
+    fn handle_from_component(&self, domain: &str, stanza: Element) -> impl Future<Output = ()> + Send;
+}
+
+/// Edge settings.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// Domains clients may open streams to.
+    pub domains: Vec<String>,
+    /// Refuse authentication until the stream is encrypted (RFC 6120 §5.3.1 "mandatory-to-negotiate").
+    pub starttls_required: bool,
+    /// Allow SASL on unencrypted streams. For local development only.
+    pub allow_plaintext_auth: bool,
+    /// Offer XEP-0077 in-band registration before authentication.
+    pub registration_enabled: bool,
+    /// XML limits per stanza.
+    pub limits: Limits,
+    /// Time from connect to a bound session (or authenticated component) before the connection is dropped.
+    pub handshake_timeout: Duration,
+    /// Time without any received byte after which a bound session is closed with `<connection-timeout/>`.
+    pub idle_timeout: Duration,
+    /// Failed authentications allowed per remote address per minute; beyond, `<temporary-auth-failure/>`.
+    pub auth_failures_per_minute: u32,
+    /// Most simultaneous connections per listener set; further ones are refused at accept.
+    pub max_connections: usize,
+    /// Stanzas queued towards one session before it counts as unable to keep up.
+    pub session_queue: usize,
+    /// SCRAM iteration count for accounts created by in-band registration.
+    pub scram_iterations: u32,
+    /// External components (XEP-0114): domain → shared secret.
+    pub components: HashMap<String, String>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> EdgeConfig {
+        EdgeConfig {
+            domains: vec!["localhost".into()],
+            starttls_required: true,
+            allow_plaintext_auth: false,
+            registration_enabled: false,
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            auth_failures_per_minute: 5,
+            max_connections: 100_000,
+            session_queue: 4096,
+            scram_iterations: starling_store::DEFAULT_SCRAM_ITERATIONS,
+            components: HashMap::new(),
+        }
+    }
+}
+
+/// Shared state of all connections of one edge.
+pub struct Edge<H: SessionHost> {
+    /// Settings.
+    pub cfg: EdgeConfig,
+    /// The routing side.
+    pub host: Arc<H>,
+    /// Accounts for SASL and registration.
+    pub accounts: Arc<dyn AccountStore>,
+    /// TLS for STARTTLS (no ALPN) — None disables STARTTLS.
+    pub starttls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS for direct-TLS listeners (ALPN `xmpp-client`, XEP-0368).
+    pub direct_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Failed-auth limiter.
+    pub limiter: limiter::AuthLimiter,
+    /// Bounds simultaneous connections.
+    connections: Arc<Semaphore>,
+    /// Flips to true when the node shuts down; connections then close with `<system-shutdown/>`.
+    shutdown: watch::Receiver<bool>,
+    /// Secret mixed into decoy SCRAM salts so unknown users look like known ones.
+    pub(crate) decoy_secret: [u8; 32],
+}
+
+impl<H: SessionHost> Edge<H> {
+    /// An edge; `shutdown` turning true closes every connection gracefully.
+    pub fn new(
+        cfg: EdgeConfig,
+        host: Arc<H>,
+        accounts: Arc<dyn AccountStore>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Edge<H>> {
+        let (starttls, direct_tls) = match tls {
+            Some(cfg) => {
+                let mut direct = (*cfg).clone();
+                direct.alpn_protocols = vec![starling_xmpp::ns::ALPN_XMPP_CLIENT.to_vec()];
+                (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(tokio_rustls::TlsAcceptor::from(Arc::new(direct))))
+            }
+            None => (None, None),
+        };
+        let limiter = limiter::AuthLimiter::new(cfg.auth_failures_per_minute, Duration::from_secs(60));
+        let connections = Arc::new(Semaphore::new(cfg.max_connections));
+        Arc::new(Edge {
+            cfg,
+            host,
+            accounts,
+            starttls,
+            direct_tls,
+            limiter,
+            connections,
+            shutdown,
+            decoy_secret: io::random_bytes(),
+        })
+    }
+
+    /// Whether clients may open streams to `domain`.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.cfg.domains.iter().any(|d| d == domain)
+    }
+
+    /// Accept client connections until shutdown. `direct_tls` selects XEP-0368 (TLS from the
+    /// first byte) instead of STARTTLS.
+    pub async fn serve_clients(self: Arc<Self>, listener: TcpListener, direct_tls: bool) {
+        self.accept_loop(listener, move |edge, stream, peer| async move {
+            c2s::run(edge, stream, peer, direct_tls).await;
+        })
+        .await
+    }
+
+    /// Accept component connections (XEP-0114) until shutdown.
+    pub async fn serve_components(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, |edge, stream, peer| async move {
+            component::run(edge, stream, peer).await;
+        })
+        .await
+    }
+
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, handler: F)
+    where
+        F: Fn(Arc<Self>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached; refusing");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let fut = handler(self.clone(), stream, peer);
+            tokio::spawn(async move {
+                fut.await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// A receiver that resolves when the node starts shutting down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// The [`Deliver`] side of a connection: a bounded queue read by the connection's task.
+pub struct ChannelSink {
+    /// Towards the connection task.
+    tx: mpsc::Sender<ToClient>,
+}
+
+impl ChannelSink {
+    /// A sink and the receiver the connection task reads.
+    pub fn new(capacity: usize) -> (Arc<ChannelSink>, mpsc::Receiver<ToClient>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Arc::new(ChannelSink { tx }), rx)
+    }
+}
+
+impl Deliver for ChannelSink {
+    fn deliver(&self, item: ToClient) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!("session queue full; stanza not queued");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}

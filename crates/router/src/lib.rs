@@ -1,0 +1,443 @@
+//! The router: owner of sessions and of everything RFC 6121 decides.
+//!
+//! The router holds, for each online account, its bound resources (with their availability,
+//! priority and directed-presence lists) and a cached copy of its roster. Connection holders
+//! (the edge) bind sessions, pass client stanzas in with [`Router::handle_from_client`], and
+//! receive stanzas through the [`Deliver`] sink they registered. The router never sees a socket.
+//!
+//! Modules:
+//! - [`delivery`]: where a stanza addressed to a local JID goes (RFC 6121 §8.5), offline storage.
+//! - [`presence`]: broadcast, probes, directed presence (RFC 6121 §4).
+//! - [`roster`]: roster get/set/remove and the subscription handshake (RFC 6121 §2, §3).
+//! - [`services`]: iq services of the server and of accounts (disco, ping, version, vCard,
+//!   private XML, registration changes, session).
+//!
+//! Concurrency: accounts are spread over mutex-guarded shards; no lock is held across an
+//! `.await`, and store calls run on blocking threads.
+
+pub mod delivery;
+pub mod presence;
+pub mod roster;
+pub mod services;
+
+use starling_store::{Store, StoreError};
+use starling_xml::Element;
+use starling_xmpp::roster::RosterItem;
+use starling_xmpp::session::{Deliver, ToClient};
+use starling_xmpp::stanza::{self, StanzaKind};
+use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// A boxed, sendable future (routing recursion needs one).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Router settings, filled by the binary from its configuration.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Domains whose accounts this router serves.
+    pub domains: Vec<String>,
+    /// Most offline messages kept per account (XEP-0160); more are bounced.
+    pub offline_max: usize,
+    /// Whether XEP-0077 registration is enabled (advertised in disco).
+    pub registration_enabled: bool,
+    /// Name and version answered to XEP-0092 queries.
+    pub software_name: String,
+    /// Version answered to XEP-0092 queries.
+    pub software_version: String,
+}
+
+impl Default for RouterConfig {
+    fn default() -> RouterConfig {
+        RouterConfig {
+            domains: vec!["localhost".into()],
+            offline_max: 1000,
+            registration_enabled: false,
+            software_name: "Starling".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Identifies one bound session, so a late unbind from a replaced connection cannot remove the
+/// session that replaced it.
+pub type SessionId = u64;
+
+/// Why a bind was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The account does not belong to a served domain.
+    #[error("domain not served")]
+    NotServed,
+    /// The store failed while loading the roster.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One bound resource.
+pub(crate) struct Session {
+    /// Which bind this is (see [`SessionId`]).
+    pub(crate) id: SessionId,
+    /// The resource part of the full JID.
+    pub(crate) resource: String,
+    /// Where stanzas for this session go.
+    pub(crate) sink: Arc<dyn Deliver>,
+    /// Last broadcast available presence and its priority; None until initial presence
+    /// (RFC 6121 §4.2) and after unavailable.
+    pub(crate) available: Option<Availability>,
+    /// Whether the session asked for the roster, and so gets roster pushes (RFC 6121 §2.1.6).
+    pub(crate) roster_interested: bool,
+    /// JIDs this session sent directed presence to, which must hear its unavailable (§4.6.3).
+    pub(crate) directed: HashSet<String>,
+}
+
+/// An available resource's presence.
+#[derive(Clone)]
+pub(crate) struct Availability {
+    /// Priority, -128..=127 (RFC 6121 §4.7.2.3).
+    pub(crate) priority: i8,
+    /// The presence stanza as broadcast (with 'from' stamped, no 'to').
+    pub(crate) presence: Element,
+}
+
+/// An online account: its sessions and its cached roster.
+pub(crate) struct Account {
+    /// Bound resources.
+    pub(crate) sessions: Vec<Session>,
+    /// Roster keyed by contact bare JID; loaded at first bind, written through on change.
+    pub(crate) roster: HashMap<String, RosterItem>,
+}
+
+/// Number of account shards; a power of two well above the core count keeps contention low.
+const SHARDS: usize = 64;
+
+/// The router. Cheap to share behind an `Arc`.
+pub struct Router {
+    /// Settings.
+    pub(crate) cfg: RouterConfig,
+    /// Durable state.
+    pub(crate) store: Arc<dyn Store>,
+    /// Online accounts, sharded by bare JID.
+    shards: Vec<Mutex<HashMap<String, Account>>>,
+    /// Hasher for shard selection.
+    hasher: std::collections::hash_map::RandomState,
+    /// Connected external components by domain (XEP-0114).
+    components: RwLock<HashMap<String, Arc<dyn Deliver>>>,
+    /// Source of session ids.
+    next_session: AtomicU64,
+}
+
+/// A sink and the full JID it belongs to, collected under a lock and used after it.
+pub(crate) struct Target {
+    pub(crate) jid: String,
+    pub(crate) sink: Arc<dyn Deliver>,
+}
+
+impl Router {
+    /// A router over `store`.
+    pub fn new(cfg: RouterConfig, store: Arc<dyn Store>) -> Router {
+        Router {
+            cfg,
+            store,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            components: RwLock::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    /// Whether `domain` is one of ours (accounts live here).
+    pub fn serves(&self, domain: &str) -> bool {
+        self.cfg.domains.iter().any(|d| d == domain)
+    }
+
+    /// The first served domain, used as 'from' for server-generated stanzas without a better one.
+    pub(crate) fn primary_domain(&self) -> &str {
+        self.cfg.domains.first().map(String::as_str).unwrap_or("localhost")
+    }
+
+    pub(crate) fn shard(&self, bare: &str) -> MutexGuard<'_, HashMap<String, Account>> {
+        let mut h = self.hasher.build_hasher();
+        bare.hash(&mut h);
+        let idx = (h.finish() as usize) % SHARDS;
+        // A poisoned shard means a panic elsewhere; the data is still consistent enough to keep serving.
+        self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run a store call on a blocking thread.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&*store)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Backend(format!("store task failed: {e}"))),
+        }
+    }
+
+    /// Bind a resource (RFC 6120 §7). A session already bound to the same full JID is replaced:
+    /// it receives `<conflict/>` and its unavailable presence is broadcast (the new session wins).
+    pub async fn bind(&self, jid: &FullJid, sink: Arc<dyn Deliver>) -> Result<SessionId, BindError> {
+        if !self.serves(jid.domain().as_str()) {
+            return Err(BindError::NotServed);
+        }
+        let bare = jid.to_bare().to_string();
+        let resource = jid.resource().as_str().to_owned();
+        let online = self.shard(&bare).contains_key(&bare);
+        let loaded = if online {
+            None
+        } else {
+            let user = bare.clone();
+            Some(self.blocking(move |s| s.roster(&user)).await?)
+        };
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let replaced = {
+            let mut shard = self.shard(&bare);
+            let account = shard.entry(bare.clone()).or_insert_with(|| Account {
+                sessions: Vec::new(),
+                roster: loaded
+                    .map(|(_, items)| items.into_iter().map(|i| (i.jid.clone(), i)).collect())
+                    .unwrap_or_default(),
+            });
+            let old = account
+                .sessions
+                .iter()
+                .position(|s| s.resource == resource)
+                .map(|i| account.sessions.swap_remove(i));
+            account.sessions.push(Session {
+                id,
+                resource,
+                sink,
+                available: None,
+                roster_interested: false,
+                directed: HashSet::new(),
+            });
+            old
+        };
+        if let Some(old) = replaced {
+            old.sink.deliver(ToClient::Close(StreamError::Conflict));
+            if old.available.is_some() {
+                self.broadcast_unavailable(jid, old.directed, None).await;
+            }
+        }
+        Ok(id)
+    }
+
+    /// The session `id` for `jid` ended (stream closed or connection lost). Broadcasts its
+    /// unavailable presence if it was available (RFC 6121 §4.5.2, and §4.5.3 for abrupt ends).
+    pub async fn unbind(&self, jid: &FullJid, id: SessionId) {
+        let bare = jid.to_bare().to_string();
+        let removed = {
+            let mut shard = self.shard(&bare);
+            let Some(account) = shard.get_mut(&bare) else { return };
+            let Some(pos) = account.sessions.iter().position(|s| s.id == id) else { return };
+            let s = account.sessions.swap_remove(pos);
+            if account.sessions.is_empty() {
+                shard.remove(&bare);
+            }
+            s
+        };
+        if removed.available.is_some() {
+            self.broadcast_unavailable(jid, removed.directed, None).await;
+        }
+    }
+
+    /// Number of bound sessions (for metrics and tests).
+    pub fn session_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|m| m.values().map(|a| a.sessions.len()).sum()).unwrap_or(0)).sum()
+    }
+
+    /// Register an external component for `domain` (XEP-0114). Refused when one is connected.
+    pub fn component_connected(&self, domain: &str, sink: Arc<dyn Deliver>) -> bool {
+        let mut map = self.components.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(domain) {
+            return false;
+        }
+        map.insert(domain.to_owned(), sink);
+        true
+    }
+
+    /// The component for `domain` disconnected.
+    pub fn component_disconnected(&self, domain: &str) {
+        self.components.write().unwrap_or_else(|e| e.into_inner()).remove(domain);
+    }
+
+    /// Connected component domains, sorted (disco#items of the server lists them).
+    pub fn component_domains(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.components.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn component_sink(&self, domain: &str) -> Option<Arc<dyn Deliver>> {
+        self.components.read().unwrap_or_else(|e| e.into_inner()).get(domain).cloned()
+    }
+
+    /// A stanza from a bound client session. The edge has already checked it is a stanza and
+    /// stamped 'from' with the session's full JID (RFC 6120 §8.1.2.1).
+    pub async fn handle_from_client(&self, from: &FullJid, stanza: Element) {
+        let Some(kind) = stanza::kind_of(&stanza) else { return };
+        let to = match stanza.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(_)) => {
+                self.bounce(&stanza, StanzaError::JidMalformed);
+                return;
+            }
+        };
+        match kind {
+            StanzaKind::Message => self.outbound_message(from, to, stanza).await,
+            StanzaKind::Presence => self.outbound_presence(from, to, stanza).await,
+            StanzaKind::Iq => self.outbound_iq(from, to, stanza).await,
+        }
+    }
+
+    /// A stanza from a connected component; 'from' was checked by the edge to be within
+    /// `domain`. It is routed like any inbound stanza.
+    pub async fn handle_from_component(&self, _domain: &str, stanza: Element) {
+        if stanza::kind_of(&stanza).is_none() {
+            return;
+        }
+        match stanza.attr("to").map(Jid::new) {
+            Some(Ok(to)) => self.route(to, stanza).await,
+            Some(Err(_)) => self.bounce(&stanza, StanzaError::JidMalformed),
+            None => self.bounce(&stanza, StanzaError::BadRequest),
+        }
+    }
+
+    async fn outbound_message(&self, from: &FullJid, to: Option<Jid>, mut stanza: Element) {
+        // RFC 6121 §8.1.1.1 / RFC 6120 §10.3: no 'to' means the sender's own account.
+        let to = to.unwrap_or_else(|| Jid::from(from.to_bare()));
+        if to.node().is_none() && to.resource().is_none() && self.serves(to.domain().as_str()) {
+            // Messages to the server itself: nothing here consumes them.
+            self.bounce(&stanza, StanzaError::ServiceUnavailable);
+            return;
+        }
+        stanza.set_attr("to", to.to_string());
+        self.route(to, stanza).await;
+    }
+
+    async fn outbound_iq(&self, from: &FullJid, to: Option<Jid>, stanza: Element) {
+        let is_request = matches!(stanza.attr("type"), Some("get") | Some("set"));
+        match to {
+            // RFC 6120 §10.3.3 / RFC 6121 §8.5.1: no 'to', or the own bare JID: the server answers
+            // for the account.
+            None => self.account_iq(from, &from.to_bare(), stanza).await,
+            Some(Jid::Bare(b)) if b == from.to_bare() => self.account_iq(from, &b, stanza).await,
+            Some(Jid::Bare(b)) if b.node().is_none() && self.serves(b.domain().as_str()) => {
+                if is_request {
+                    self.server_iq(from, stanza).await
+                }
+            }
+            Some(to) => self.route(to, stanza).await,
+        }
+    }
+
+    /// Deliver a stanza that already has its 'from' stamped to wherever `to` points:
+    /// a local account, the server, a component, or nowhere (remote domains are not federated).
+    ///
+    /// Boxed because routing recurses (an inbound subscription can answer with another stanza).
+    pub(crate) fn route(&self, to: Jid, stanza: Element) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.route_now(to, stanza).await })
+    }
+
+    async fn route_now(&self, to: Jid, stanza: Element) {
+        let domain = to.domain().as_str();
+        if self.serves(domain) {
+            match to.node() {
+                Some(_) => self.deliver_local(to, stanza).await,
+                None => self.to_server(stanza).await,
+            }
+        } else if let Some(sink) = self.component_sink(domain) {
+            if !sink.deliver(ToClient::Stanza(stanza.clone())) {
+                self.bounce(&stanza, StanzaError::ServiceUnavailable);
+            }
+        } else {
+            // Without server-to-server federation every other domain is unreachable (RFC 6120 §10.4.3).
+            self.bounce(&stanza, StanzaError::RemoteServerNotFound);
+        }
+    }
+
+    /// A stanza addressed to a served domain itself (not from a local client, which goes through
+    /// [`Router::outbound_iq`]): answer iq requests, ignore the rest.
+    async fn to_server(&self, stanza: Element) {
+        if stanza.name == "iq" && matches!(stanza.attr("type"), Some("get") | Some("set")) {
+            if let Some(Ok(Jid::Full(from))) = stanza.attr("from").map(Jid::new) {
+                if self.serves(from.domain().as_str()) {
+                    self.server_iq(&from, stanza).await;
+                    return;
+                }
+            }
+            let reply = services::answer_server_iq_static(self, &stanza);
+            self.send_reply(reply).await;
+        }
+    }
+
+    /// Send a server-generated reply (already addressed) to its 'to'.
+    pub(crate) async fn send_reply(&self, reply: Element) {
+        match reply.attr("to").map(Jid::new) {
+            Some(Ok(to)) => self.route(to, reply).await,
+            _ => tracing::debug!("reply without a valid 'to' dropped"),
+        }
+    }
+
+    /// Answer `stanza` with an error, if errors may be sent for it (never for errors/results).
+    /// The reply is routed back to its sender synchronously when the sender is a local session
+    /// or component; other senders cannot exist without federation.
+    pub(crate) fn bounce(&self, stanza: &Element, error: StanzaError) {
+        if !stanza::may_bounce(stanza) {
+            return;
+        }
+        let reply = stanza::error_reply(stanza, error, self.primary_domain());
+        let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
+        match &to {
+            Jid::Full(full) if self.serves(full.domain().as_str()) => {
+                if let Some(t) = self.session_target(full) {
+                    t.sink.deliver(ToClient::Stanza(reply));
+                }
+            }
+            other => {
+                if let Some(sink) = self.component_sink(other.domain().as_str()) {
+                    sink.deliver(ToClient::Stanza(reply));
+                }
+            }
+        }
+    }
+
+    /// The sink of one bound session.
+    pub(crate) fn session_target(&self, full: &FullJid) -> Option<Target> {
+        let bare = full.to_bare().to_string();
+        let shard = self.shard(&bare);
+        let account = shard.get(&bare)?;
+        account
+            .sessions
+            .iter()
+            .find(|s| s.resource == full.resource().as_str())
+            .map(|s| Target { jid: full.to_string(), sink: s.sink.clone() })
+    }
+
+    /// Whether an account exists (bound sessions imply it does).
+    pub(crate) async fn account_exists(&self, bare: &BareJid) -> bool {
+        let user = bare.to_string();
+        if self.shard(&user).contains_key(&user) {
+            return true;
+        }
+        matches!(self.blocking(move |s| s.credentials(&user)).await, Ok(Some(_)))
+    }
+}
+
+/// The content namespace used for stanzas the router creates.
+pub(crate) const CONTENT_NS: &str = ns::CLIENT;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! Router behaviour tests: real router, real embedded store, sessions as recording sinks.
+//! Delivery is synchronous within each awaited call, so assertions need no waiting.
+
+use super::*;
+use starling_store::{derive_credentials, AccountStore, EmbeddedStore};
+use starling_xmpp::subscription::Subscription;
+
+#[derive(Default)]
+struct Recorder {
+    items: Mutex<Vec<ToClient>>,
+}
+
+impl Deliver for Recorder {
+    fn deliver(&self, item: ToClient) -> bool {
+        self.items.lock().unwrap().push(item);
+        true
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<ToClient> {
+        std::mem::take(&mut *self.items.lock().unwrap())
+    }
+    fn stanzas(&self) -> Vec<Element> {
+        self.take()
+            .into_iter()
+            .filter_map(|i| match i {
+                ToClient::Stanza(e) => Some(e),
+                ToClient::Close(_) => None,
+            })
+            .collect()
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    router: Router,
+}
+
+fn world(users: &[&str]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+    for u in users {
+        store.create_account(&format!("{u}@localhost"), derive_credentials("pw", 4096).unwrap()).unwrap();
+    }
+    let router = Router::new(RouterConfig::default(), Arc::new(store));
+    World { _dir: dir, router }
+}
+
+fn full(s: &str) -> FullJid {
+    FullJid::new(s).unwrap()
+}
+
+async fn online(w: &World, jid: &str) -> (FullJid, Arc<Recorder>, SessionId) {
+    let j = full(jid);
+    let r = Arc::new(Recorder::default());
+    let id = w.router.bind(&j, r.clone()).await.unwrap();
+    (j, r, id)
+}
+
+fn presence(priority: i8) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_child(Element::new("priority", ns::CLIENT).with_text(priority.to_string()))
+}
+
+fn chat(from: &FullJid, to: &str, body: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .with_attr("type", "chat")
+        .with_attr("from", from.to_string())
+        .with_attr("to", to)
+        .with_child(Element::new("body", ns::CLIENT).with_text(body))
+}
+
+fn sub(kind: &str, to: &str) -> Element {
+    Element::new("presence", ns::CLIENT).with_attr("type", kind).with_attr("to", to)
+}
+
+fn bodies(es: &[Element]) -> Vec<String> {
+    es.iter().filter_map(|e| e.get_child("body", ns::CLIENT)).map(|b| b.text()).collect()
+}
+
+#[tokio::test]
+async fn bare_jid_message_goes_to_highest_priority_resource() {
+    let w = world(&["alice", "bob"]);
+    let (a1, r1, _) = online(&w, "alice@localhost/one").await;
+    let (a2, r2, _) = online(&w, "alice@localhost/two").await;
+    let (b, _rb, _) = online(&w, "bob@localhost/x").await;
+    w.router.handle_from_client(&a1, presence(1)).await;
+    w.router.handle_from_client(&a2, presence(5)).await;
+    r1.take();
+    r2.take();
+    w.router.handle_from_client(&b, chat(&b, "alice@localhost", "hi")).await;
+    assert!(bodies(&r1.stanzas()).is_empty());
+    assert_eq!(bodies(&r2.stanzas()), vec!["hi"]);
+    // A full JID reaches exactly that resource.
+    w.router.handle_from_client(&b, chat(&b, "alice@localhost/one", "direct")).await;
+    assert_eq!(bodies(&r1.stanzas()), vec!["direct"]);
+    assert!(r2.stanzas().is_empty());
+}
+
+#[tokio::test]
+async fn offline_messages_are_kept_and_delivered_with_delay_on_initial_presence() {
+    let w = world(&["alice", "bob"]);
+    let (b, rb, _) = online(&w, "bob@localhost/x").await;
+    w.router.handle_from_client(&b, chat(&b, "alice@localhost", "while you were out")).await;
+    assert!(rb.stanzas().is_empty(), "no error for a stored message");
+    let (a, ra, _) = online(&w, "alice@localhost/phone").await;
+    assert!(ra.stanzas().is_empty(), "nothing before initial presence");
+    w.router.handle_from_client(&a, presence(0)).await;
+    let got = ra.stanzas();
+    let msg = got.iter().find(|e| e.name == "message").expect("offline message delivered");
+    assert_eq!(bodies(std::slice::from_ref(msg)), vec!["while you were out"]);
+    assert!(msg.get_child("delay", ns::DELAY).is_some());
+    assert_eq!(msg.attr("from"), Some("bob@localhost/x"));
+}
+
+#[tokio::test]
+async fn messages_to_unknown_accounts_and_domains_bounce() {
+    let w = world(&["bob"]);
+    let (b, rb, _) = online(&w, "bob@localhost/x").await;
+    w.router.handle_from_client(&b, chat(&b, "nobody@localhost", "hello?")).await;
+    let err = rb.stanzas().pop().expect("error reply");
+    assert_eq!(err.attr("type"), Some("error"));
+    assert!(err.to_string_lossy().contains("service-unavailable"));
+    w.router.handle_from_client(&b, chat(&b, "x@elsewhere.example", "hello?")).await;
+    let err = rb.stanzas().pop().expect("error reply");
+    assert!(err.to_string_lossy().contains("remote-server-not-found"));
+}
+
+#[tokio::test]
+async fn newer_bind_of_the_same_resource_wins() {
+    let w = world(&["alice"]);
+    let (j, old, old_id) = online(&w, "alice@localhost/r").await;
+    let (_, new, _) = online(&w, "alice@localhost/r").await;
+    assert!(matches!(old.take().as_slice(), [ToClient::Close(StreamError::Conflict)]));
+    // The replaced connection's late unbind must not remove the new session.
+    w.router.unbind(&j, old_id).await;
+    assert_eq!(w.router.session_count(), 1);
+    w.router.handle_from_client(&j, chat(&j, "alice@localhost/r", "self")).await;
+    assert_eq!(bodies(&new.stanzas()), vec!["self"]);
+}
+
+#[tokio::test]
+async fn subscription_handshake_then_presence_flows_and_unavailable_on_disconnect() {
+    let w = world(&["alice", "bob"]);
+    let (a, ra, _) = online(&w, "alice@localhost/a").await;
+    let (b, rb, b_id) = online(&w, "bob@localhost/b").await;
+    // Both fetch the roster (to receive pushes) and go online.
+    let get = |id: &str| {
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", id)
+            .with_child(Element::new("query", ns::ROSTER))
+    };
+    w.router.handle_from_client(&a, get("r1")).await;
+    w.router.handle_from_client(&b, get("r2")).await;
+    w.router.handle_from_client(&a, presence(0)).await;
+    w.router.handle_from_client(&b, presence(0)).await;
+    ra.take();
+    rb.take();
+
+    w.router.handle_from_client(&a, sub("subscribe", "bob@localhost")).await;
+    let to_alice = ra.stanzas();
+    let push = to_alice.iter().find(|e| e.name == "iq").expect("roster push to alice");
+    assert!(push.to_string_lossy().contains("ask='subscribe'"), "{}", push.to_string_lossy());
+    let to_bob = rb.stanzas();
+    let req = to_bob.iter().find(|e| e.attr("type") == Some("subscribe")).expect("request delivered");
+    assert_eq!(req.attr("from"), Some("alice@localhost"));
+
+    w.router.handle_from_client(&b, sub("subscribed", "alice@localhost")).await;
+    let to_alice = ra.stanzas();
+    assert!(to_alice.iter().any(|e| e.attr("type") == Some("subscribed")));
+    assert!(
+        to_alice.iter().any(|e| e.name == "presence" && e.attr("type").is_none()
+            && e.attr("from") == Some("bob@localhost/b")),
+        "bob's presence follows the approval"
+    );
+    let item = w.router.load_item(&a.to_bare(), &b.to_bare()).await.unwrap();
+    assert_eq!(item.state.subscription, Subscription::To);
+    let item = w.router.load_item(&b.to_bare(), &a.to_bare()).await.unwrap();
+    assert_eq!(item.state.subscription, Subscription::From);
+    rb.take();
+
+    // Bob's presence changes reach alice; alice's do not reach bob (he has no subscription).
+    w.router.handle_from_client(&b, presence(3)).await;
+    assert!(ra.stanzas().iter().any(|e| e.attr("from") == Some("bob@localhost/b")));
+    w.router.handle_from_client(&a, presence(2)).await;
+    assert!(!rb.stanzas().iter().any(|e| e.name == "presence" && e.attr("from") == Some("alice@localhost/a")));
+
+    // Bob's connection drops: alice hears unavailable.
+    w.router.unbind(&b, b_id).await;
+    assert!(ra
+        .stanzas()
+        .iter()
+        .any(|e| e.attr("type") == Some("unavailable") && e.attr("from") == Some("bob@localhost/b")));
+}
+
+#[tokio::test]
+async fn subscription_request_to_offline_user_arrives_at_next_login() {
+    let w = world(&["alice", "bob"]);
+    let (a, _ra, _) = online(&w, "alice@localhost/a").await;
+    w.router.handle_from_client(&a, sub("subscribe", "bob@localhost")).await;
+    let (b, rb, _) = online(&w, "bob@localhost/b").await;
+    // Not shown in bob's roster while pending.
+    let get = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", "r")
+        .with_child(Element::new("query", ns::ROSTER));
+    w.router.handle_from_client(&b, get).await;
+    let roster = rb.stanzas().pop().unwrap();
+    assert_eq!(roster.get_child("query", ns::ROSTER).unwrap().elements().count(), 0);
+    w.router.handle_from_client(&b, presence(0)).await;
+    let got = rb.stanzas();
+    assert!(got.iter().any(|e| e.attr("type") == Some("subscribe") && e.attr("from") == Some("alice@localhost")));
+}
+
+#[tokio::test]
+async fn roster_set_and_remove_push_and_version() {
+    let w = world(&["alice"]);
+    let (a, ra, _) = online(&w, "alice@localhost/a").await;
+    let set = Element::new("iq", ns::CLIENT).with_attr("type", "set").with_attr("id", "s1").with_child(
+        Element::new("query", ns::ROSTER).with_child(
+            Element::new("item", ns::ROSTER)
+                .with_attr("jid", "carol@localhost")
+                .with_attr("name", "Carol")
+                .with_child(Element::new("group", ns::ROSTER).with_text("Friends")),
+        ),
+    );
+    let get = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", "g1")
+        .with_child(Element::new("query", ns::ROSTER));
+    w.router.handle_from_client(&a, get.clone()).await;
+    ra.take();
+    w.router.handle_from_client(&a, set).await;
+    let got = ra.stanzas();
+    assert!(got.iter().any(|e| e.attr("id") == Some("s1") && e.attr("type") == Some("result")));
+    let push = got.iter().find(|e| e.attr("type") == Some("set")).expect("push");
+    let ver = push.get_child("query", ns::ROSTER).unwrap().attr("ver").unwrap().to_owned();
+    // Asking with the current version returns an empty result (RFC 6121 §2.6.3).
+    let mut cached = get.clone();
+    cached.get_child_mut("query", ns::ROSTER).unwrap().set_attr("ver", ver);
+    w.router.handle_from_client(&a, cached).await;
+    let r = ra.stanzas().pop().unwrap();
+    assert!(r.get_child("query", ns::ROSTER).is_none());
+    // Removing an unknown item is item-not-found.
+    let rm = |jid: &str| {
+        Element::new("iq", ns::CLIENT).with_attr("type", "set").with_attr("id", "rm").with_child(
+            Element::new("query", ns::ROSTER).with_child(
+                Element::new("item", ns::ROSTER).with_attr("jid", jid).with_attr("subscription", "remove"),
+            ),
+        )
+    };
+    w.router.handle_from_client(&a, rm("dave@localhost")).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("item-not-found"));
+    w.router.handle_from_client(&a, rm("carol@localhost")).await;
+    let got = ra.stanzas();
+    assert!(got.iter().any(|e| e.to_string_lossy().contains("subscription='remove'")));
+}
+
+#[tokio::test]
+async fn server_answers_ping_disco_version_and_unknown_iq() {
+    let w = world(&["alice"]);
+    let (a, ra, _) = online(&w, "alice@localhost/a").await;
+    let iq = |id: &str, child: Element| {
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", id)
+            .with_attr("to", "localhost")
+            .with_child(child)
+    };
+    w.router.handle_from_client(&a, iq("p", Element::new("ping", ns::PING))).await;
+    assert_eq!(ra.stanzas().pop().unwrap().attr("type"), Some("result"));
+    w.router.handle_from_client(&a, iq("d", Element::new("query", ns::DISCO_INFO))).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("urn:xmpp:ping"));
+    w.router.handle_from_client(&a, iq("v", Element::new("query", ns::VERSION))).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("Starling"));
+    w.router.handle_from_client(&a, iq("u", Element::new("query", "urn:unknown"))).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("service-unavailable"));
+}
+
+#[tokio::test]
+async fn vcard_and_private_storage_roundtrip() {
+    let w = world(&["alice", "bob"]);
+    let (a, ra, _) = online(&w, "alice@localhost/a").await;
+    let (b, rb, _) = online(&w, "bob@localhost/b").await;
+    let vcard = Element::new("vCard", ns::VCARD).with_child(Element::new("FN", ns::VCARD).with_text("Alice"));
+    let set = Element::new("iq", ns::CLIENT).with_attr("type", "set").with_attr("id", "v").with_child(vcard);
+    w.router.handle_from_client(&a, set).await;
+    assert_eq!(ra.stanzas().pop().unwrap().attr("type"), Some("result"));
+    let get = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", "vg")
+        .with_attr("to", "alice@localhost")
+        .with_child(Element::new("vCard", ns::VCARD));
+    w.router.handle_from_client(&b, get).await;
+    assert!(rb.stanzas().pop().unwrap().to_string_lossy().contains("Alice"));
+
+    let private = |kind: &str, child: Element| {
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", kind)
+            .with_attr("id", "p")
+            .with_child(Element::new("query", ns::PRIVATE).with_child(child))
+    };
+    let note = Element::new("notes", "storage:rosternotes").with_child(Element::new("note", "storage:rosternotes"));
+    w.router.handle_from_client(&a, private("set", note)).await;
+    assert_eq!(ra.stanzas().pop().unwrap().attr("type"), Some("result"));
+    w.router.handle_from_client(&a, private("get", Element::new("notes", "storage:rosternotes"))).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("<note"));
+    w.router.handle_from_client(&a, private("set", Element::new("x", "jabber:iq:roster"))).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("not-acceptable"));
+}

@@ -1,0 +1,302 @@
+//! Configuration: one TOML file (optional) plus `STARLING_*` environment overrides, with
+//! defaults that make `starling serve` work on a laptop with no file at all.
+//!
+//! Every key is documented here and in `docs/configuration.md`. Environment variables name a
+//! key path in upper case with `__` between levels: `STARLING_C2S__LISTEN=127.0.0.1:5222`,
+//! `STARLING_DOMAINS='["example.org"]'`. A value is read as TOML when it parses as TOML, else
+//! as a string.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "STARLING_";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// XMPP domains this server hosts. Accounts are `user@domain` for each.
+    pub domains: Vec<String>,
+    /// Directory for the database (`starling.redb`) and the generated TLS certificate.
+    pub data_dir: PathBuf,
+    /// Client connections.
+    pub c2s: C2sConfig,
+    /// TLS certificate. Without one, a self-signed certificate is generated in `data_dir/tls/`.
+    pub tls: TlsConfig,
+    /// External components (XEP-0114).
+    pub components: ComponentsConfig,
+    /// In-band registration (XEP-0077).
+    pub registration: RegistrationConfig,
+    /// Offline message storage (XEP-0160).
+    pub offline: OfflineConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            domains: vec!["localhost".into()],
+            data_dir: PathBuf::from("./starling-data"),
+            c2s: C2sConfig::default(),
+            tls: TlsConfig::default(),
+            components: ComponentsConfig::default(),
+            registration: RegistrationConfig::default(),
+            offline: OfflineConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[c2s]`: client-to-server listeners and stream limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2sConfig {
+    /// Address for STARTTLS client connections (RFC 6120). Empty disables the listener.
+    pub listen: String,
+    /// Address for direct-TLS client connections (XEP-0368, ALPN `xmpp-client`). Empty disables it.
+    pub direct_tls_listen: String,
+    /// Require STARTTLS before authentication. Turning this off alone still keeps SASL away from
+    /// unencrypted streams while a certificate is available; see `allow_plaintext_auth`.
+    pub starttls_required: bool,
+    /// Allow SASL (including PLAIN) and registration on unencrypted streams. Local development only.
+    pub allow_plaintext_auth: bool,
+    /// Largest stanza in bytes; larger ones close the stream with `<policy-violation/>`.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting within a stanza.
+    pub max_depth: usize,
+    /// Most attributes on one element.
+    pub max_attributes: usize,
+    /// Seconds from connect to a bound resource before the connection is dropped.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any received byte (whitespace keepalives count) before a session is closed.
+    pub idle_timeout_secs: u64,
+    /// Most simultaneous client and component connections.
+    pub max_connections: usize,
+    /// Stanzas queued towards one session before further ones are refused for it.
+    pub session_queue: usize,
+}
+
+impl Default for C2sConfig {
+    fn default() -> C2sConfig {
+        C2sConfig {
+            listen: "0.0.0.0:5222".into(),
+            direct_tls_listen: "0.0.0.0:5223".into(),
+            starttls_required: true,
+            allow_plaintext_auth: false,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+            max_attributes: 64,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            max_connections: 100_000,
+            session_queue: 4096,
+        }
+    }
+}
+
+/// `[tls]`: certificate and key in PEM.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM). Default: `data_dir/tls/cert.pem`, generated self-signed if missing.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM). Default: `data_dir/tls/key.pem`, generated if missing.
+    pub key: Option<PathBuf>,
+}
+
+/// `[components]`: external components.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentsConfig {
+    /// Address for component connections. The listener runs only when `secrets` is not empty.
+    pub listen: String,
+    /// Component domain → shared secret, e.g. `"echo.localhost" = "s3cret"`.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> ComponentsConfig {
+        ComponentsConfig { listen: "127.0.0.1:5347".into(), secrets: BTreeMap::new() }
+    }
+}
+
+/// `[registration]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Let anyone create an account from their client (XEP-0077). Off by default.
+    pub enabled: bool,
+}
+
+/// `[offline]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Most messages stored per offline account; further ones bounce with `service-unavailable`.
+    pub max_per_user: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> OfflineConfig {
+        OfflineConfig { max_per_user: 1000 }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PBKDF2 iterations for newly stored SCRAM credentials.
+    pub scram_iterations: u32,
+    /// Failed authentications allowed per client address per minute (0: unlimited).
+    pub failures_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig { scram_iterations: starling_store::DEFAULT_SCRAM_ITERATIONS, failures_per_minute: 5 }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `starling_edge=debug,info`, …
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// Configuration problems, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TOML (after overrides) does not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Load the configuration: the file (if any), then `env` overrides (pass `std::env::vars()` in
+/// production; tests pass their own list and never touch the process environment).
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
+        None => String::new(),
+    };
+    let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        apply_override(&mut root, &path, &value)?;
+    }
+    let cfg: Config = toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn apply_override(root: &mut toml::Table, path: &[String], raw: &str) -> Result<(), ConfigError> {
+    let Some((last, parents)) = path.split_last() else { return Ok(()) };
+    let mut table = root;
+    for p in parents {
+        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Invalid(format!("{ENV_PREFIX}{}: {p} is not a table", path.join("__"))))?;
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    if cfg.domains.is_empty() {
+        return Err(ConfigError::Invalid("domains must name at least one domain".into()));
+    }
+    for d in &cfg.domains {
+        if starling_xmpp::BareJid::new(d).map(|j| j.node().is_some()).unwrap_or(true) {
+            return Err(ConfigError::Invalid(format!("domains: {d:?} is not a valid domain")));
+        }
+    }
+    if !matches!(cfg.log.format.as_str(), "text" | "json") {
+        return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
+    }
+    if cfg.c2s.max_stanza_bytes < 1024 {
+        return Err(ConfigError::Invalid("c2s.max_stanza_bytes must be at least 1024".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = load(None, env(&[])).unwrap();
+        assert_eq!(c.domains, vec!["localhost"]);
+        assert!(c.c2s.starttls_required);
+        assert!(!c.c2s.allow_plaintext_auth);
+        assert!(!c.registration.enabled);
+        assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "domains = [\"a.example\"]\n[c2s]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let c = load(
+            Some(&p),
+            env(&[
+                ("STARLING_C2S__LISTEN", "127.0.0.1:2"),
+                ("STARLING_REGISTRATION__ENABLED", "true"),
+                ("STARLING_COMPONENTS__SECRETS", "{ \"echo.a.example\" = \"pw\" }"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.domains, vec!["a.example"]);
+        assert_eq!(c.c2s.listen, "127.0.0.1:2");
+        assert!(c.registration.enabled);
+        assert_eq!(c.components.secrets.get("echo.a.example").map(String::as_str), Some("pw"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(load(None, env(&[("STARLING_C2S__LISTEN_TYPO", "x")])).is_err());
+        assert!(load(None, env(&[("STARLING_DOMAINS", "[\"a@b\"]")])).is_err());
+        assert!(load(None, env(&[("STARLING_LOG__FORMAT", "xml")])).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! `starling serve`: the edge and the router in one process, linked in memory.
+//!
+//! This is the same edge and router code a cluster runs; here the edge's [`SessionHost`] is the
+//! router itself instead of a link to a remote one.
+
+use crate::config::Config;
+use anyhow::Context;
+use starling_edge::{Edge, EdgeConfig, SessionHost};
+use starling_router::{Router, RouterConfig};
+use starling_xml::{Element, Limits};
+use starling_xmpp::session::Deliver;
+use starling_xmpp::FullJid;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The in-process link from edge to router.
+pub struct LocalHost(pub Arc<Router>);
+
+impl SessionHost for LocalHost {
+    async fn bind(&self, jid: &FullJid, sink: Arc<dyn Deliver>) -> Option<u64> {
+        match self.0.bind(jid, sink).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(%jid, error = %e, "bind refused");
+                None
+            }
+        }
+    }
+
+    async fn handle(&self, from: &FullJid, stanza: Element) {
+        self.0.handle_from_client(from, stanza).await
+    }
+
+    async fn unbind(&self, jid: &FullJid, id: u64) {
+        self.0.unbind(jid, id).await
+    }
+
+    fn component_connected(&self, domain: &str, sink: Arc<dyn Deliver>) -> bool {
+        self.0.component_connected(domain, sink)
+    }
+
+    fn component_disconnected(&self, domain: &str) {
+        self.0.component_disconnected(domain)
+    }
+
+    async fn handle_from_component(&self, domain: &str, stanza: Element) {
+        self.0.handle_from_component(domain, stanza).await
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))?;
+    // One line per listener on stdout, so people and test harnesses see where to connect.
+    println!("starling: {what} listening on {}", l.local_addr()?);
+    Ok(l)
+}
+
+/// Run until SIGINT/SIGTERM, then close every stream with `<system-shutdown/>`.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    init_logging(&cfg);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let store = Arc::new(crate::users::open_store(&cfg)?);
+    let tls_dir = cfg.data_dir.join("tls");
+    let cert = cfg.tls.cert.clone().unwrap_or_else(|| tls_dir.join("cert.pem"));
+    let key = cfg.tls.key.clone().unwrap_or_else(|| tls_dir.join("key.pem"));
+    let tls = starling_edge::tls::load_or_generate(&cert, &key, &cfg.domains).context("setting up TLS")?;
+
+    let router = Arc::new(Router::new(
+        RouterConfig {
+            domains: cfg.domains.clone(),
+            offline_max: cfg.offline.max_per_user,
+            registration_enabled: cfg.registration.enabled,
+            ..RouterConfig::default()
+        },
+        store.clone(),
+    ));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let edge_cfg = EdgeConfig {
+        domains: cfg.domains.clone(),
+        starttls_required: cfg.c2s.starttls_required,
+        allow_plaintext_auth: cfg.c2s.allow_plaintext_auth,
+        registration_enabled: cfg.registration.enabled,
+        limits: Limits {
+            max_stanza_bytes: cfg.c2s.max_stanza_bytes,
+            max_depth: cfg.c2s.max_depth,
+            max_attrs: cfg.c2s.max_attributes,
+        },
+        handshake_timeout: Duration::from_secs(cfg.c2s.handshake_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.c2s.idle_timeout_secs),
+        auth_failures_per_minute: cfg.auth.failures_per_minute,
+        max_connections: cfg.c2s.max_connections,
+        session_queue: cfg.c2s.session_queue,
+        scram_iterations: cfg.auth.scram_iterations,
+        components: cfg.components.secrets.clone().into_iter().collect(),
+    };
+    let store_for_admin = store.clone();
+    let edge = Edge::new(edge_cfg, Arc::new(LocalHost(router.clone())), store, Some(tls), shutdown_rx);
+
+    let mut tasks = Vec::new();
+    if !cfg.c2s.listen.is_empty() {
+        let l = bind(&cfg.c2s.listen, "c2s").await?;
+        tasks.push(tokio::spawn(edge.clone().serve_clients(l, false)));
+    }
+    if !cfg.c2s.direct_tls_listen.is_empty() {
+        let l = bind(&cfg.c2s.direct_tls_listen, "c2s-direct-tls").await?;
+        tasks.push(tokio::spawn(edge.clone().serve_clients(l, true)));
+    }
+    if !cfg.components.secrets.is_empty() && !cfg.components.listen.is_empty() {
+        let l = bind(&cfg.components.listen, "component").await?;
+        tasks.push(tokio::spawn(edge.clone().serve_components(l)));
+    }
+    #[cfg(unix)]
+    {
+        let path = cfg.data_dir.join(crate::users::ADMIN_SOCKET);
+        let accounts: Arc<dyn starling_store::AccountStore> = store_for_admin;
+        let iterations = cfg.auth.scram_iterations;
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(&path, accounts, iterations).await {
+                tracing::warn!(error = %e, "admin socket unavailable");
+            }
+        }));
+    }
+    tracing::info!(domains = ?cfg.domains, version = env!("CARGO_PKG_VERSION"), "starling serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+    let _ = std::fs::remove_file(cfg.data_dir.join(crate::users::ADMIN_SOCKET));
+    // Connections close themselves with <system-shutdown/>; give them a bounded grace period.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while router.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,101 @@
+//! Starling's storage boundary.
+//!
+//! One trait per concern, so a backend can be swapped per concern later and each caller asks only
+//! for what it uses:
+//! - [`AccountStore`]: accounts and their SCRAM credentials (never passwords).
+//! - [`RosterStore`]: roster items with a per-user version counter (RFC 6121 §2.6).
+//! - [`OfflineStore`]: stanzas kept for offline users (XEP-0160), bounded per user.
+//! - [`DocumentStore`]: small per-user XML documents: vcard-temp (XEP-0054), private XML (XEP-0049).
+//!
+//! [`Store`] bundles them; [`embedded::EmbeddedStore`] implements all on a single redb file.
+//! Calls are blocking (they may fsync); async callers run them on a blocking thread.
+
+pub mod embedded;
+
+use starling_xmpp::roster::RosterItem;
+use starling_xmpp::sasl::ScramCredentials;
+
+pub use embedded::EmbeddedStore;
+
+/// Storage failures. Callers map them to `internal-server-error` / `resource-constraint`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The account to create exists already.
+    #[error("account already exists")]
+    AccountExists,
+    /// The account does not exist.
+    #[error("no such account")]
+    NoSuchAccount,
+    /// The backend failed (I/O, corruption, encoding).
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Accounts, keyed by bare JID (`local@domain`, already normalized by the caller).
+pub trait AccountStore: Send + Sync {
+    /// Create an account. Fails with [`StoreError::AccountExists`].
+    fn create_account(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()>;
+    /// Replace credentials (password change). Fails with [`StoreError::NoSuchAccount`].
+    fn set_credentials(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()>;
+    /// The account's credentials, one per SCRAM hash, or None if no such account.
+    fn credentials(&self, user: &str) -> StoreResult<Option<Vec<ScramCredentials>>>;
+    /// Remove the account and everything stored for it. Returns whether it existed.
+    fn remove_account(&self, user: &str) -> StoreResult<bool>;
+    /// All accounts, sorted.
+    fn list_accounts(&self) -> StoreResult<Vec<String>>;
+}
+
+/// Rosters (RFC 6121 §2). Every change bumps the user's roster version.
+pub trait RosterStore: Send + Sync {
+    /// The whole roster and its current version.
+    fn roster(&self, user: &str) -> StoreResult<(u64, Vec<RosterItem>)>;
+    /// One item.
+    fn roster_item(&self, user: &str, contact: &str) -> StoreResult<Option<RosterItem>>;
+    /// Insert or replace an item; returns the new roster version.
+    fn put_roster_item(&self, user: &str, item: &RosterItem) -> StoreResult<u64>;
+    /// Remove an item; returns the new version if it existed.
+    fn remove_roster_item(&self, user: &str, contact: &str) -> StoreResult<Option<u64>>;
+}
+
+/// Offline message storage (XEP-0160).
+pub trait OfflineStore: Send + Sync {
+    /// Append a serialized stanza unless the user already has `max` stored; returns whether it was stored.
+    fn push_offline(&self, user: &str, stanza: &[u8], max: usize) -> StoreResult<bool>;
+    /// Remove and return all stored stanzas, oldest first.
+    fn take_offline(&self, user: &str) -> StoreResult<Vec<Vec<u8>>>;
+    /// How many stanzas are stored.
+    fn count_offline(&self, user: &str) -> StoreResult<usize>;
+}
+
+/// Small per-user XML documents, keyed by a name chosen by the service (e.g. `vcard`, or
+/// `private:{ns}name` for XEP-0049).
+pub trait DocumentStore: Send + Sync {
+    /// The stored document.
+    fn document(&self, user: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Store (replace) a document; None deletes it.
+    fn set_document(&self, user: &str, key: &str, value: Option<&[u8]>) -> StoreResult<()>;
+}
+
+/// Everything a node stores.
+pub trait Store: AccountStore + RosterStore + OfflineStore + DocumentStore {}
+impl<T: AccountStore + RosterStore + OfflineStore + DocumentStore> Store for T {}
+
+/// SCRAM iteration count for new credentials. 4096 is RFC 7677's minimum recommendation and what
+/// ejabberd and Prosody use; raising it slows logins linearly.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+
+/// Credentials for a new password: one SCRAM-SHA-1 and one SCRAM-SHA-256 entry, each with its own
+/// random salt, so clients may use either mechanism. The password itself is not kept.
+pub fn derive_credentials(
+    password: &str,
+    iterations: u32,
+) -> Result<Vec<ScramCredentials>, starling_xmpp::sasl::SaslFailure> {
+    use starling_xmpp::sasl::ScramHash;
+    Ok(vec![
+        ScramCredentials::generate(ScramHash::Sha256, password, iterations)?,
+        ScramCredentials::generate(ScramHash::Sha1, password, iterations)?,
+    ])
+}

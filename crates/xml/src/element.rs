@@ -1,0 +1,246 @@
+//! A small owned XML tree with namespaces resolved, and its serializer.
+
+/// An element: local name, resolved namespace, attributes and children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    /// Local name (no prefix).
+    pub name: String,
+    /// Resolved namespace URI ("" if none).
+    pub ns: String,
+    /// Attributes in document order. Keys are local names, except the XML namespace's attributes,
+    /// which keep the `xml:` prefix (`xml:lang`). Namespace declarations are not kept here;
+    /// attributes in other namespaces are dropped by the parser.
+    pub attrs: Vec<(String, String)>,
+    /// Child nodes in document order.
+    pub children: Vec<Node>,
+}
+
+/// A child node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A child element.
+    Element(Element),
+    /// Character data (entities already resolved).
+    Text(String),
+}
+
+impl Element {
+    /// An empty element.
+    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Element {
+        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
+    }
+
+    /// Builder: set an attribute (replacing one of the same name).
+    pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Element {
+        self.set_attr(name, value);
+        self
+    }
+
+    /// Builder: append a child element.
+    pub fn with_child(mut self, child: Element) -> Element {
+        self.children.push(Node::Element(child));
+        self
+    }
+
+    /// Builder: append text.
+    pub fn with_text(mut self, text: impl Into<String>) -> Element {
+        self.append_text(text);
+        self
+    }
+
+    /// Whether this is `name` in namespace `ns`.
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+
+    /// An attribute's value.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Set an attribute, replacing an existing one of the same name.
+    pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.attrs.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.attrs.push((name, value)),
+        }
+    }
+
+    /// Remove an attribute, returning its value.
+    pub fn remove_attr(&mut self, name: &str) -> Option<String> {
+        let pos = self.attrs.iter().position(|(k, _)| k == name)?;
+        Some(self.attrs.remove(pos).1)
+    }
+
+    /// Append a child element.
+    pub fn append_child(&mut self, child: Element) {
+        self.children.push(Node::Element(child));
+    }
+
+    /// Append text, merging with a preceding text node.
+    pub fn append_text(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if let Some(Node::Text(t)) = self.children.last_mut() {
+            t.push_str(&text);
+        } else {
+            self.children.push(Node::Text(text));
+        }
+    }
+
+    /// Child elements.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// Child elements, mutable.
+    pub fn elements_mut(&mut self) -> impl Iterator<Item = &mut Element> {
+        self.children.iter_mut().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// The first child `name` in `ns`.
+    pub fn get_child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.elements().find(|e| e.is(name, ns))
+    }
+
+    /// The first child `name` in `ns`, mutable.
+    pub fn get_child_mut(&mut self, name: &str, ns: &str) -> Option<&mut Element> {
+        self.elements_mut().find(|e| e.is(name, ns))
+    }
+
+    /// Remove and return the first child `name` in `ns`.
+    pub fn remove_child(&mut self, name: &str, ns: &str) -> Option<Element> {
+        let pos = self.children.iter().position(|n| matches!(n, Node::Element(e) if e.is(name, ns)))?;
+        match self.children.remove(pos) {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        }
+    }
+
+    /// The first child element.
+    pub fn first_element(&self) -> Option<&Element> {
+        self.elements().next()
+    }
+
+    /// The concatenated direct text children.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                s.push_str(t);
+            }
+        }
+        s
+    }
+
+    /// Serialize where `parent_ns` is the default namespace in scope: `xmlns` is written only when
+    /// this element's namespace differs. Only default-namespace declarations are used.
+    pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        out.push(b'<');
+        out.extend_from_slice(self.name.as_bytes());
+        if self.ns != parent_ns {
+            out.extend_from_slice(b" xmlns='");
+            escape_into(out, &self.ns, true);
+            out.push(b'\'');
+        }
+        for (k, v) in &self.attrs {
+            out.push(b' ');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"='");
+            escape_into(out, v, true);
+            out.push(b'\'');
+        }
+        if self.children.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        for c in &self.children {
+            match c {
+                Node::Element(e) => e.write_to(out, &self.ns),
+                Node::Text(t) => escape_into(out, t, false),
+            }
+        }
+        out.extend_from_slice(b"</");
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'>');
+    }
+
+    /// Self-contained serialization (declares its namespace when it has one).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_to(&mut out, "");
+        out
+    }
+
+    /// [`Element::to_bytes`] as a string, for logs and tests.
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.to_bytes()).into_owned()
+    }
+}
+
+/// Escape text or an attribute value (single-quoted) into `out`.
+pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'\'' if attr => b"&apos;",
+            b'"' if attr => b"&quot;",
+            // Keep CR, and in attributes TAB and LF, from being normalized away on re-parse.
+            b'\r' => b"&#13;",
+            b'\n' if attr => b"&#10;",
+            b'\t' if attr => b"&#9;",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(rep);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_namespaces_only_where_they_change() {
+        let e = Element::new("message", "jabber:client")
+            .with_attr("to", "a'b\"<&>")
+            .with_child(Element::new("body", "jabber:client").with_text("1 < 2 & 3 > 2"))
+            .with_child(Element::new("x", "urn:x"));
+        let mut out = Vec::new();
+        e.write_to(&mut out, "jabber:client");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<message to='a&apos;b&quot;&lt;&amp;&gt;'><body>1 &lt; 2 &amp; 3 &gt; 2</body><x xmlns='urn:x'/></message>"
+        );
+    }
+
+    #[test]
+    fn accessors() {
+        let mut e = Element::new("iq", "c").with_attr("id", "1").with_child(Element::new("q", "n"));
+        assert_eq!(e.attr("id"), Some("1"));
+        e.set_attr("id", "2");
+        assert_eq!(e.attr("id"), Some("2"));
+        assert_eq!(e.remove_attr("id").as_deref(), Some("2"));
+        assert!(e.get_child("q", "n").is_some());
+        assert!(e.remove_child("q", "n").is_some());
+        assert!(e.first_element().is_none());
+        e.append_text("a");
+        e.append_text("b");
+        assert_eq!(e.text(), "ab");
+        assert_eq!(e.children.len(), 1);
+    }
+}

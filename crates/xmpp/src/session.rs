@@ -1,0 +1,41 @@
+//! The boundary between whoever holds a client's connection and whoever routes its stanzas.
+//!
+//! The router never touches sockets: it hands stanzas to a [`Deliver`] implementation that the
+//! connection side provides (an in-process channel in `serve`, a gRPC link in a cluster).
+
+use crate::StreamError;
+use starling_xml::Element;
+
+/// What the routing side sends towards a connected entity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToClient {
+    /// A stanza to write to the stream.
+    Stanza(Element),
+    /// Close the stream with this error (e.g. `conflict` when a newer session took the resource).
+    Close(StreamError),
+}
+
+/// A sink towards one connected session or component.
+pub trait Deliver: Send + Sync {
+    /// Queue `item` for the session. Returns false when the session is gone or cannot keep up
+    /// (its queue is full); the caller then treats the session as unavailable for this stanza.
+    fn deliver(&self, item: ToClient) -> bool;
+}
+
+/// Parse one serialized, self-contained stanza (as written by [`Element::to_bytes`]).
+/// Used for stanzas that were stored (offline messages) and are read back.
+pub fn parse_stored_stanza(bytes: &[u8]) -> Result<Element, starling_xml::XmlError> {
+    let mut p = starling_xml::StreamParser::new(starling_xml::Limits {
+        max_stanza_bytes: bytes.len() + 1,
+        ..starling_xml::Limits::default()
+    });
+    p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+    p.feed(bytes);
+    loop {
+        match p.next_event()? {
+            Some(starling_xml::Event::Stanza(e)) => return Ok(e),
+            Some(_) => continue,
+            None => return Err(starling_xml::XmlError::NotWellFormed("truncated stored stanza".into())),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `starling` binary on loopback, with real TLS (rustls against the
+//! certificate the server generated), real SCRAM, and raw bytes for every protocol edge case.
+//!
+//! - `streams`: stream errors and limits (RFC 6120 §4.9), each followed by a healthy login.
+//! - `flows`: login variants, messaging, offline delivery across a restart, components,
+//!   registration, shutdown, and the `user` CLI.
+
+mod flows;
+mod streams;
+mod support;

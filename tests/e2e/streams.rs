@@ -1,0 +1,172 @@
+//! Bad input gets the right RFC 6120 stream error, and nothing else is disturbed.
+
+use crate::support::*;
+use anyhow::Result;
+
+const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/// A plain-TCP connection with an open stream (features read).
+async fn opened(server: &TestServer) -> Result<Client> {
+    let mut c = Client::connect(server.c2s).await?;
+    c.open().await?;
+    Ok(c)
+}
+
+/// A TLS connection with an open stream, not authenticated.
+async fn opened_tls(server: &TestServer) -> Result<Client> {
+    let mut c = Client::connect(server.c2s).await?;
+    c.starttls_and_open(&server.cert()).await?;
+    Ok(c)
+}
+
+#[tokio::test]
+async fn stream_errors_for_bad_xml_and_headers() -> Result<()> {
+    let server = TestServer::start(standard_users().env("STARLING_C2S__MAX_STANZA_BYTES", "4096"))?;
+
+    // Malformed XML: mismatched end tag.
+    let mut c = opened(&server).await?;
+    c.send("<message><body>x</message>").await?;
+    c.expect_stream_error("not-well-formed").await?;
+
+    // Undefined entity.
+    let mut c = opened(&server).await?;
+    c.send("<message><body>&bogus;</body></message>").await?;
+    c.expect_stream_error("not-well-formed").await?;
+
+    // Restricted XML (RFC 6120 §11.1): comments, processing instructions, DTDs with entities.
+    for bad in ["<!-- hello -->", "<?php echo 1; ?>"] {
+        let mut c = opened(&server).await?;
+        c.send(bad).await?;
+        c.expect_stream_error("restricted-xml").await?;
+    }
+    let mut c = Client::connect(server.c2s).await?;
+    c.send(
+        "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;'>]>\
+         <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+    )
+    .await?;
+    c.expect_stream_error("restricted-xml").await?;
+
+    // Oversize stanza: policy-violation before the stanza completes.
+    let mut c = opened(&server).await?;
+    c.send(&format!("<message><body>{}", "a".repeat(8192))).await?;
+    c.expect_stream_error("policy-violation").await?;
+
+    // Excessive nesting.
+    let mut c = opened(&server).await?;
+    c.send(&"<a>".repeat(200)).await?;
+    c.expect_stream_error("policy-violation").await?;
+
+    // Headers: unknown host, wrong namespace, unsupported version.
+    let mut c = Client::connect(server.c2s).await?;
+    c.send(&Client::header("nowhere.example")).await?;
+    c.expect_stream_error("host-unknown").await?;
+    let mut c = Client::connect(server.c2s).await?;
+    c.send(
+        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+    )
+    .await?;
+    c.expect_stream_error("invalid-namespace").await?;
+    let mut c = Client::connect(server.c2s).await?;
+    c.send(
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='2.0'>",
+    )
+    .await?;
+    c.expect_stream_error("unsupported-version").await?;
+
+    assert_healthy(&server).await
+}
+
+#[tokio::test]
+async fn authentication_rules() -> Result<()> {
+    let server = TestServer::start(standard_users().env("STARLING_AUTH__FAILURES_PER_MINUTE", "4"))?;
+
+    // No mechanisms before TLS, and SASL on a plain stream is refused.
+    let mut c = Client::connect(server.c2s).await?;
+    let features = c.open().await?;
+    assert!(features.get_child("starttls", TLS_NS).and_then(|s| s.get_child("required", TLS_NS)).is_some());
+    assert!(features.get_child("mechanisms", starling_xmpp::ns::SASL).is_none());
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAGFsaWNlcHc=</auth>")
+        .await?;
+    let f = c.element().await?;
+    assert_eq!(sasl_condition(&f), "encryption-required");
+
+    // A stanza before TLS when TLS is required.
+    let mut c = opened(&server).await?;
+    c.send("<message to='bob@localhost'><body>x</body></message>").await?;
+    c.expect_stream_error("policy-violation").await?;
+
+    // A stanza after TLS but before authentication.
+    let mut c = opened_tls(&server).await?;
+    c.send("<message to='bob@localhost'><body>x</body></message>").await?;
+    c.expect_stream_error("not-authorized").await?;
+
+    // Wrong passwords: not-authorized (for known and unknown users alike), then rate limited.
+    let mut c = opened_tls(&server).await?;
+    let e = c.auth_scram(starling_xmpp::sasl::ScramHash::Sha256, "alice", "wrong").await.unwrap_err();
+    assert!(e.to_string().contains("not-authorized"), "{e}");
+    let e = c.auth_scram(starling_xmpp::sasl::ScramHash::Sha1, "nosuchuser", "wrong").await.unwrap_err();
+    assert!(e.to_string().contains("not-authorized"), "{e}");
+    let e = c.auth_plain("alice", "wrong").await.unwrap_err();
+    assert!(e.to_string().contains("not-authorized"), "{e}");
+    // Third failure on one stream closes it.
+    c.expect_stream_error("policy-violation").await?;
+    let mut c = opened_tls(&server).await?;
+    let e = c.auth_plain("bob", "wrong").await.unwrap_err();
+    assert!(e.to_string().contains("not-authorized"), "{e}");
+    // The address has used its 4 failures this minute: even the right password is refused now.
+    let e = c.auth_plain("bob", "bobpw").await.unwrap_err();
+    assert!(e.to_string().contains("temporary-auth-failure"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bound_session_rules_from_stamping_and_stanza_types() -> Result<()> {
+    let server = TestServer::start(standard_users())?;
+    let mut bob = server.login("bob", "bobpw", "desk").await?;
+
+    // Spoofed 'from' is refused with invalid-from.
+    let mut mallory = server.login("carol", "carolpw", "x").await?;
+    mallory.send("<message from='alice@localhost/health-a' to='bob@localhost/desk'><body>spoof</body></message>").await?;
+    mallory.expect_stream_error("invalid-from").await?;
+
+    // A 'from' of the sender's own bare JID is accepted and stamped with the full JID.
+    let mut carol = server.login("carol", "carolpw", "y").await?;
+    carol.send("<message from='carol@localhost' to='bob@localhost/desk'><body>stamped</body></message>").await?;
+    let m = bob.expect_message("stamped").await?;
+    assert_eq!(m.attr("from"), Some("carol@localhost/y"));
+
+    // Unknown top-level elements.
+    carol.send("<foo xmlns='jabber:client'/>").await?;
+    carol.expect_stream_error("unsupported-stanza-type").await?;
+
+    // iq without an id is a bad request, the stream stays up.
+    let mut dave = server.login("alice", "alicepw", "z").await?;
+    dave.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let e = dave.element().await?;
+    assert_eq!(e.attr("type"), Some("error"));
+    assert!(e.to_string_lossy().contains("bad-request"));
+    dave.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let r = dave.wait_for("ping result", |e| e.attr("id") == Some("p1")).await?;
+    assert_eq!(r.attr("type"), Some("result"));
+
+    // Whitespace keepalives are fine; a clean close is answered with a close.
+    dave.send("   \n  ").await?;
+    dave.send("</stream:stream>").await?;
+    dave.expect_closed().await?;
+
+    assert_healthy(&server).await
+}
+
+#[tokio::test]
+async fn silent_connections_time_out() -> Result<()> {
+    let server = TestServer::start(standard_users().env("STARLING_C2S__HANDSHAKE_TIMEOUT_SECS", "1"))?;
+    let mut c = Client::connect(server.c2s).await?;
+    // Says nothing at all.
+    c.expect_stream_error("connection-timeout").await?;
+    // Half a header.
+    let mut c = Client::connect(server.c2s).await?;
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client'").await?;
+    c.expect_stream_error("connection-timeout").await?;
+    assert_healthy(&server).await
+}
