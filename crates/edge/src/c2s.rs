@@ -116,8 +116,14 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         match client.drive(&mut conn).await {
             Step::Close => break,
             Step::StartTls => {
-                let Conn::Plain(tcp) = conn else { break };
                 let Some(acceptor) = client.edge.starttls.clone() else { break };
+                let tcp = match conn {
+                    Conn::Plain(tcp) => tcp,
+                    tls => {
+                        conn = tls;
+                        break;
+                    }
+                };
                 match timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => conn = Conn::Tls(Box::new(s)),
                     _ => {
@@ -664,11 +670,16 @@ impl<H: SessionHost> Client<H> {
             return Some(Step::Close);
         }
         // RFC 6120 §8.1.2.1: the server stamps 'from'; a different one is refused.
-        match e.attr("from").map(Jid::new) {
-            None => {}
-            Some(Ok(Jid::Full(f))) if f == jid => {}
-            Some(Ok(Jid::Bare(b))) if b == jid.to_bare() => {}
-            Some(_) => {
+        let from_ok = match e.attr("from").map(Jid::new) {
+            None => true,
+            Some(Ok(j)) => match j.try_as_full() {
+                Ok(f) => *f == jid,
+                Err(b) => *b == jid.to_bare(),
+            },
+            Some(Err(_)) => false,
+        };
+        if !from_ok {
+            {
                 self.stream_error(conn, StreamError::InvalidFrom).await;
                 return Some(Step::Close);
             }

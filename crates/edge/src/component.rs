@@ -93,11 +93,10 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                         let secret = edge.cfg.components.get(&d).cloned().unwrap_or_default();
                         let expected = handshake_digest(&stream_id, &secret);
                         let good = e.is("handshake", ns::COMPONENT_ACCEPT)
-                            && ring::constant_time::verify_slices_are_equal(
+                            && starling_xmpp::sasl::constant_time_eq(
                                 e.text().trim().to_ascii_lowercase().as_bytes(),
                                 expected.as_bytes(),
-                            )
-                            .is_ok();
+                            );
                         if !good {
                             tracing::info!(%peer, domain = %d, "component handshake refused");
                             close(&mut out, true, &d, Some(StreamError::NotAuthorized));

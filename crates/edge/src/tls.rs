@@ -57,7 +57,9 @@ pub fn generate_self_signed(domains: &[String]) -> Result<(String, String), TlsE
 /// Load the certificate and key at the given paths; when neither file exists, generate a
 /// self-signed pair for `domains`, write it there (key readable by the owner only), and use it.
 pub fn load_or_generate(cert: &Path, key: &Path, domains: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let io = |p: &Path| move |source| TlsError::Io { path: p.display().to_string(), source };
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+        move |source| TlsError::Io { path: p.display().to_string(), source }
+    }
     if !cert.exists() && !key.exists() {
         let (c, k) = generate_self_signed(domains)?;
         if let Some(dir) = cert.parent() {

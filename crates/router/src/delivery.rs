@@ -61,7 +61,7 @@ impl Router {
     /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) for messages.
     async fn deliver_message(&self, to: Jid, stanza: Element) {
         let kind = stanza.attr("type").unwrap_or("normal").to_owned();
-        if let Jid::Full(full) = &to {
+        if let Ok(full) = to.try_as_full() {
             if let Some(t) = self.session_target(full) {
                 // §8.5.3.1: a connected resource gets it, available or not.
                 if t.sink.deliver(ToClient::Stanza(stanza.clone())) {
@@ -161,8 +161,8 @@ impl Router {
     /// RFC 6121 §8.5.2.1.3 / §8.5.3: iq to a local account.
     async fn deliver_iq(&self, to: Jid, stanza: Element) {
         let is_request = matches!(stanza.attr("type"), Some("get") | Some("set"));
-        match &to {
-            Jid::Full(full) => {
+        match to.try_as_full() {
+            Ok(full) => {
                 if let Some(t) = self.session_target(full) {
                     if t.sink.deliver(ToClient::Stanza(stanza.clone())) {
                         return;
@@ -172,7 +172,7 @@ impl Router {
                     self.bounce(&stanza, StanzaError::ServiceUnavailable);
                 }
             }
-            Jid::Bare(bare) => {
+            Err(bare) => {
                 // The server answers on behalf of the account (§8.5.2.1.3).
                 if is_request {
                     self.iq_to_other_account(bare, stanza).await;

@@ -329,18 +329,19 @@ impl Router {
 
     async fn outbound_iq(&self, from: &FullJid, to: Option<Jid>, stanza: Element) {
         let is_request = matches!(stanza.attr("type"), Some("get") | Some("set"));
-        match to {
-            // RFC 6120 §10.3.3 / RFC 6121 §8.5.1: no 'to', or the own bare JID: the server answers
-            // for the account.
-            None => self.account_iq(from, &from.to_bare(), stanza).await,
-            Some(Jid::Bare(b)) if b == from.to_bare() => self.account_iq(from, &b, stanza).await,
-            Some(Jid::Bare(b)) if b.node().is_none() && self.serves(b.domain().as_str()) => {
-                if is_request {
-                    self.server_iq(from, stanza).await
-                }
-            }
-            Some(to) => self.route(to, stanza).await,
+        // RFC 6120 §10.3.3 / RFC 6121 §8.5.1: no 'to', or the own bare JID: the server answers
+        // for the account.
+        let Some(to) = to else { return self.account_iq(from, &from.to_bare(), stanza).await };
+        if to.is_bare() && to.to_bare() == from.to_bare() {
+            return self.account_iq(from, &from.to_bare(), stanza).await;
         }
+        if to.is_bare() && to.node().is_none() && self.serves(to.domain().as_str()) {
+            if is_request {
+                self.server_iq(from, stanza).await
+            }
+            return;
+        }
+        self.route(to, stanza).await
     }
 
     /// Deliver a stanza that already has its 'from' stamped to wherever `to` points:
@@ -372,7 +373,7 @@ impl Router {
     /// [`Router::outbound_iq`]): answer iq requests, ignore the rest.
     async fn to_server(&self, stanza: Element) {
         if stanza.name == "iq" && matches!(stanza.attr("type"), Some("get") | Some("set")) {
-            if let Some(Ok(Jid::Full(from))) = stanza.attr("from").map(Jid::new) {
+            if let Some(Ok(Ok(from))) = stanza.attr("from").map(|f| Jid::new(f).map(Jid::try_into_full)) {
                 if self.serves(from.domain().as_str()) {
                     self.server_iq(&from, stanza).await;
                     return;
@@ -400,17 +401,14 @@ impl Router {
         }
         let reply = stanza::error_reply(stanza, error, self.primary_domain());
         let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
-        match &to {
-            Jid::Full(full) if self.serves(full.domain().as_str()) => {
+        if self.serves(to.domain().as_str()) {
+            if let Ok(full) = to.try_as_full() {
                 if let Some(t) = self.session_target(full) {
                     t.sink.deliver(ToClient::Stanza(reply));
                 }
             }
-            other => {
-                if let Some(sink) = self.component_sink(other.domain().as_str()) {
-                    sink.deliver(ToClient::Stanza(reply));
-                }
-            }
+        } else if let Some(sink) = self.component_sink(to.domain().as_str()) {
+            sink.deliver(ToClient::Stanza(reply));
         }
     }
 

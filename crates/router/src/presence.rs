@@ -116,9 +116,9 @@ impl Router {
     /// Presence to a full JID goes to that session; to a bare JID, to every available resource
     /// (§8.5.2.1.2, §8.5.3.1).
     pub(crate) fn deliver_presence(&self, to: &Jid, stanza: Element) {
-        let targets: Vec<Target> = match to {
-            Jid::Full(full) => self.session_target(full).into_iter().collect(),
-            Jid::Bare(bare) => self.available_targets(bare),
+        let targets: Vec<Target> = match to.try_as_full() {
+            Ok(full) => self.session_target(full).into_iter().collect(),
+            Err(bare) => self.available_targets(bare),
         };
         for t in targets {
             t.sink.deliver(ToClient::Stanza(stanza.clone()));

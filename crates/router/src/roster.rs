@@ -7,7 +7,7 @@
 
 use crate::{Router, CONTENT_NS};
 use starling_xml::Element;
-use starling_xmpp::roster::{parse_roster_set, RosterItem, RosterSet, RosterSetError};
+use starling_xmpp::roster::{parse_roster_set, RosterItem, RosterSet};
 use starling_xmpp::session::ToClient;
 use starling_xmpp::stanza::iq_result;
 use starling_xmpp::subscription::{self, SubKind, SubState};
@@ -16,16 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Ids for roster pushes; only uniqueness per stream matters.
 static PUSH_ID: AtomicU64 = AtomicU64::new(1);
-
-impl From<RosterSetError> for StanzaError {
-    fn from(e: RosterSetError) -> StanzaError {
-        match e {
-            RosterSetError::BadRequest => StanzaError::BadRequest,
-            RosterSetError::JidMalformed => StanzaError::JidMalformed,
-            RosterSetError::NotAcceptable => StanzaError::NotAcceptable,
-        }
-    }
-}
 
 impl Router {
     /// `<query xmlns='jabber:iq:roster'/>` from the account's own session.

@@ -86,6 +86,16 @@ pub enum RosterSetError {
     NotAcceptable,
 }
 
+impl From<RosterSetError> for crate::StanzaError {
+    fn from(e: RosterSetError) -> crate::StanzaError {
+        match e {
+            RosterSetError::BadRequest => crate::StanzaError::BadRequest,
+            RosterSetError::JidMalformed => crate::StanzaError::JidMalformed,
+            RosterSetError::NotAcceptable => crate::StanzaError::NotAcceptable,
+        }
+    }
+}
+
 /// Longest group name or handle accepted (ejabberd and Prosody use similar caps).
 pub const MAX_ROSTER_TEXT: usize = 1024;
 
