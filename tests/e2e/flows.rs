@@ -80,8 +80,10 @@ async fn presence_subscription_over_the_wire() -> Result<()> {
         c.presence().await?;
     }
     alice.send("<presence to='bob@localhost' type='subscribe'/>").await?;
-    bob.wait_for("subscribe", |e| e.attr("type") == Some("subscribe") && e.attr("from") == Some("alice@localhost"))
-        .await?;
+    bob.wait_for("subscribe", |e| {
+        e.attr("type") == Some("subscribe") && e.attr("from") == Some("alice@localhost")
+    })
+    .await?;
     bob.send("<presence to='alice@localhost' type='subscribed'/>").await?;
     alice
         .wait_for("roster push with subscription to", |e| {
@@ -111,7 +113,9 @@ async fn component_round_trip() -> Result<()> {
     )
     .await?;
     let mut parser = starling_xml::StreamParser::new(starling_xml::Limits::default());
-    let starling_xml::Event::StreamOpen(h) = comp_next(&mut comp, &mut parser).await? else { anyhow::bail!("no header") };
+    let starling_xml::Event::StreamOpen(h) = comp_next(&mut comp, &mut parser).await? else {
+        anyhow::bail!("no header")
+    };
     let id = h.attr("id").context("stream id")?.to_owned();
     let digest = starling_edge_digest(&id, "s3cret");
     comp.write_all(format!("<handshake>{digest}</handshake>").as_bytes()).await?;
@@ -121,10 +125,15 @@ async fn component_round_trip() -> Result<()> {
     }
     let mut alice = server.login("alice", "alicepw", "a").await?;
     alice.message("bot@echo.localhost", "ping me back").await?;
-    let starling_xml::Event::Stanza(m) = comp_next(&mut comp, &mut parser).await? else { anyhow::bail!("no stanza") };
+    let starling_xml::Event::Stanza(m) = comp_next(&mut comp, &mut parser).await? else {
+        anyhow::bail!("no stanza")
+    };
     assert_eq!(m.ns, "jabber:component:accept");
     assert_eq!(m.attr("from"), Some("alice@localhost/a"));
-    assert_eq!(m.get_child("body", "jabber:component:accept").map(|b| b.text()).as_deref(), Some("ping me back"));
+    assert_eq!(
+        m.get_child("body", "jabber:component:accept").map(|b| b.text()).as_deref(),
+        Some("ping me back")
+    );
     comp.write_all(
         b"<message from='bot@echo.localhost' to='alice@localhost/a' type='chat'><body>pong</body></message>",
     )
@@ -133,7 +142,8 @@ async fn component_round_trip() -> Result<()> {
     assert_eq!(reply.attr("from"), Some("bot@echo.localhost"));
 
     // A component may not speak for other domains.
-    comp.write_all(b"<message from='bob@localhost' to='alice@localhost/a'><body>forged</body></message>").await?;
+    comp.write_all(b"<message from='bob@localhost' to='alice@localhost/a'><body>forged</body></message>")
+        .await?;
     loop {
         match comp_next(&mut comp, &mut parser).await {
             Ok(starling_xml::Event::Stanza(e)) if e.name == "error" => {
@@ -200,7 +210,10 @@ async fn in_band_registration_then_login() -> Result<()> {
     assert!(f.get_child("register", ns::REGISTER_FEATURE).is_some());
     c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>").await?;
     let form = c.element().await?;
-    assert!(form.get_child("query", ns::REGISTER).and_then(|q| q.get_child("password", ns::REGISTER)).is_some());
+    assert!(form
+        .get_child("query", ns::REGISTER)
+        .and_then(|q| q.get_child("password", ns::REGISTER))
+        .is_some());
     c.send("<iq type='set' id='r2'><query xmlns='jabber:iq:register'><username>dora</username><password>dorapw</password></query></iq>").await?;
     assert_eq!(c.element().await?.attr("type"), Some("result"));
     c.send("<iq type='set' id='r3'><query xmlns='jabber:iq:register'><username>dora</username><password>x</password></query></iq>").await?;

@@ -5,6 +5,9 @@
 //! - `flows`: login variants, messaging, offline delivery across a restart, components,
 //!   registration, shutdown, and the `user` CLI.
 
+// Test code: an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
 mod flows;
 mod streams;
 mod support;

@@ -127,12 +127,16 @@ async fn bound_session_rules_from_stamping_and_stanza_types() -> Result<()> {
 
     // Spoofed 'from' is refused with invalid-from.
     let mut mallory = server.login("carol", "carolpw", "x").await?;
-    mallory.send("<message from='alice@localhost/health-a' to='bob@localhost/desk'><body>spoof</body></message>").await?;
+    mallory
+        .send("<message from='alice@localhost/health-a' to='bob@localhost/desk'><body>spoof</body></message>")
+        .await?;
     mallory.expect_stream_error("invalid-from").await?;
 
     // A 'from' of the sender's own bare JID is accepted and stamped with the full JID.
     let mut carol = server.login("carol", "carolpw", "y").await?;
-    carol.send("<message from='carol@localhost' to='bob@localhost/desk'><body>stamped</body></message>").await?;
+    carol
+        .send("<message from='carol@localhost' to='bob@localhost/desk'><body>stamped</body></message>")
+        .await?;
     let m = bob.expect_message("stamped").await?;
     assert_eq!(m.attr("from"), Some("carol@localhost/y"));
 

@@ -68,10 +68,7 @@ impl Options {
     }
     pub fn component(mut self, domain: &str, secret: &str) -> Self {
         self.components = true;
-        self.env(
-            "STARLING_COMPONENTS__SECRETS",
-            &format!("{{ \"{domain}\" = \"{secret}\" }}"),
-        )
+        self.env("STARLING_COMPONENTS__SECRETS", &format!("{{ \"{domain}\" = \"{secret}\" }}"))
     }
 }
 
@@ -148,10 +145,11 @@ impl TestServer {
         });
         let mut seen = 0;
         while seen < expected {
-            let line = rx.recv_timeout(STEP).map_err(|_| {
-                anyhow!("server did not announce its listeners; stderr:\n{}", self.stderr())
-            })?;
-            let Some((what, addr)) = line.strip_prefix("starling: ").and_then(|l| l.split_once(" listening on "))
+            let line = rx
+                .recv_timeout(STEP)
+                .map_err(|_| anyhow!("server did not announce its listeners; stderr:\n{}", self.stderr()))?;
+            let Some((what, addr)) =
+                line.strip_prefix("starling: ").and_then(|l| l.split_once(" listening on "))
             else {
                 continue;
             };
@@ -429,8 +427,11 @@ impl Client {
         }
         let server_first = B64.decode(ch.text().trim())?;
         let fin = client.handle_server_first(&server_first).map_err(|e| anyhow!("scram: {e:?}"))?;
-        self.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin)))
-            .await?;
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(fin)
+        ))
+        .await?;
         let ok = self.element().await?;
         if !ok.is("success", ns::SASL) {
             bail!("sasl: {}", sasl_condition(&ok));

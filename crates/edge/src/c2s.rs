@@ -291,7 +291,13 @@ impl<H: SessionHost> Client<H> {
             return Some(Step::Close);
         }
         self.out.clear();
-        self.out.extend_from_slice(&stream_header(ns::CLIENT, &self.domain, h.attr("from"), &random_id(), true));
+        self.out.extend_from_slice(&stream_header(
+            ns::CLIENT,
+            &self.domain,
+            h.attr("from"),
+            &random_id(),
+            true,
+        ));
         self.header_sent = true;
         self.out.extend_from_slice(b"<stream:features>");
         for f in self.features() {
@@ -303,7 +309,9 @@ impl<H: SessionHost> Client<H> {
 
     /// Whether authentication may happen on this stream now.
     fn auth_allowed(&self) -> bool {
-        self.tls || self.edge.cfg.allow_plaintext_auth || (self.edge.starttls.is_none() && !self.edge.cfg.starttls_required)
+        self.tls
+            || self.edge.cfg.allow_plaintext_auth
+            || (self.edge.starttls.is_none() && !self.edge.cfg.starttls_required)
     }
 
     /// Stream features for the current phase (RFC 6120 §4.3.2).
@@ -331,7 +339,9 @@ impl<H: SessionHost> Client<H> {
             }
             Phase::Authenticated(_) | Phase::Bound { .. } => {
                 f.push(Element::new("bind", ns::BIND));
-                f.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+                f.push(
+                    Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
+                );
                 f.push(Element::new("ver", ns::ROSTER_VER));
                 f.push(Element::new("sub", ns::PRE_APPROVAL));
             }
@@ -384,7 +394,10 @@ impl<H: SessionHost> Client<H> {
 
     async fn sasl_failure(&mut self, conn: &mut Conn, failure: SaslFailure) -> Option<Step> {
         self.phase = Phase::PreAuth;
-        let counts = matches!(failure, SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding);
+        let counts = matches!(
+            failure,
+            SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding
+        );
         if counts {
             self.edge.limiter.record_failure(self.peer.ip());
             self.auth_failures += 1;
@@ -437,8 +450,12 @@ impl<H: SessionHost> Client<H> {
                 let Some(hash) = ScramHash::from_mechanism(mech) else {
                     return self.sasl_failure(conn, SaslFailure::InvalidMechanism).await;
                 };
-                self.phase =
-                    Phase::Scram { server: Box::new(ScramServer::new(hash)), account: None, started: false, hash };
+                self.phase = Phase::Scram {
+                    server: Box::new(ScramServer::new(hash)),
+                    account: None,
+                    started: false,
+                    hash,
+                };
                 if payload.is_empty() {
                     // No initial response: ask for client-first with an empty challenge.
                     return self.send(conn, &Element::new("challenge", ns::SASL)).await;
@@ -583,7 +600,10 @@ impl<H: SessionHost> Client<H> {
         match iq.attr("type") {
             Some("get") => result.with_child(
                 Element::new("query", ns::REGISTER)
-                    .with_child(Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+                    .with_child(
+                        Element::new("instructions", ns::REGISTER)
+                            .with_text("Choose a username and password."),
+                    )
                     .with_child(Element::new("username", ns::REGISTER))
                     .with_child(Element::new("password", ns::REGISTER)),
             ),
@@ -594,8 +614,10 @@ impl<H: SessionHost> Client<H> {
                 if !self.edge.limiter.allowed(self.peer.ip()) {
                     return error_reply(iq, StanzaError::ResourceConstraint, &domain);
                 }
-                let username = query.get_child("username", ns::REGISTER).map(|u| u.text()).unwrap_or_default();
-                let password = query.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
+                let username =
+                    query.get_child("username", ns::REGISTER).map(|u| u.text()).unwrap_or_default();
+                let password =
+                    query.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
                 if username.is_empty() || password.is_empty() {
                     return error_reply(iq, StanzaError::NotAcceptable, &domain);
                 }
@@ -638,7 +660,8 @@ impl<H: SessionHost> Client<H> {
             self.stream_error(conn, StreamError::NotAuthorized).await;
             return Some(Step::Close);
         };
-        let requested = bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
+        let requested =
+            bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
         let resource = requested.unwrap_or_else(random_id);
         // RFC 6120 §7.7.2.1: a resource that fails Resourceprep is a bad request.
         let Ok(jid) = FullJid::new(&format!("{account}/{resource}")) else {
@@ -646,7 +669,9 @@ impl<H: SessionHost> Client<H> {
         };
         let (sink, rx) = ChannelSink::new(self.edge.cfg.session_queue);
         let Some(id) = self.edge.host.bind(&jid, sink).await else {
-            return self.send(conn, &error_reply(&iq, StanzaError::InternalServerError, &self.domain.clone())).await;
+            return self
+                .send(conn, &error_reply(&iq, StanzaError::InternalServerError, &self.domain.clone()))
+                .await;
         };
         self.rx = Some(rx);
         self.phase = Phase::Bound { jid: jid.clone(), id };
@@ -654,8 +679,10 @@ impl<H: SessionHost> Client<H> {
         if let Some(i) = iq.attr("id") {
             result.set_attr("id", i);
         }
-        let result =
-            result.with_child(Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())));
+        let result = result.with_child(
+            Element::new("bind", ns::BIND)
+                .with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
+        );
         tracing::debug!(peer = %self.peer, %jid, "bound");
         self.send(conn, &result).await
     }

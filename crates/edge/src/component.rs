@@ -110,7 +110,8 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                         tracing::info!(%peer, domain = %d, "component connected");
                         rx = Some(r);
                         out.clear();
-                        Element::new("handshake", ns::COMPONENT_ACCEPT).write_to(&mut out, ns::COMPONENT_ACCEPT);
+                        Element::new("handshake", ns::COMPONENT_ACCEPT)
+                            .write_to(&mut out, ns::COMPONENT_ACCEPT);
                     } else {
                         if e.ns != ns::COMPONENT_ACCEPT || kind_of(&e).is_none() {
                             close(&mut out, true, &d, Some(StreamError::UnsupportedStanzaType));

@@ -130,7 +130,10 @@ impl<H: SessionHost> Edge<H> {
             Some(cfg) => {
                 let mut direct = (*cfg).clone();
                 direct.alpn_protocols = vec![starling_xmpp::ns::ALPN_XMPP_CLIENT.to_vec()];
-                (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(tokio_rustls::TlsAcceptor::from(Arc::new(direct))))
+                (
+                    Some(tokio_rustls::TlsAcceptor::from(cfg)),
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(direct))),
+                )
             }
             None => (None, None),
         };

@@ -49,14 +49,19 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::Serv
 /// A self-signed certificate (PEM cert, PEM key) for `domains`.
 pub fn generate_self_signed(domains: &[String]) -> Result<(String, String), TlsError> {
     let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
-    let params = rcgen::CertificateParams::new(domains.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let params =
+        rcgen::CertificateParams::new(domains.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
     let cert = params.self_signed(&key).map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Load the certificate and key at the given paths; when neither file exists, generate a
 /// self-signed pair for `domains`, write it there (key readable by the owner only), and use it.
-pub fn load_or_generate(cert: &Path, key: &Path, domains: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn load_or_generate(
+    cert: &Path,
+    key: &Path,
+    domains: &[String],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     fn io(p: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
         move |source| TlsError::Io { path: p.display().to_string(), source }
     }

@@ -27,7 +27,7 @@ use starling_xmpp::session::{Deliver, ToClient};
 use starling_xmpp::stanza::{self, StanzaKind};
 use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -164,9 +164,7 @@ impl Router {
     }
 
     pub(crate) fn shard(&self, bare: &str) -> MutexGuard<'_, HashMap<String, Account>> {
-        let mut h = self.hasher.build_hasher();
-        bare.hash(&mut h);
-        let idx = (h.finish() as usize) % SHARDS;
+        let idx = (self.hasher.hash_one(bare) as usize) % SHARDS;
         // A poisoned shard means a panic elsewhere; the data is still consistent enough to keep serving.
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -253,7 +251,10 @@ impl Router {
 
     /// Number of bound sessions (for metrics and tests).
     pub fn session_count(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|m| m.values().map(|a| a.sessions.len()).sum()).unwrap_or(0)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.values().map(|a| a.sessions.len()).sum()).unwrap_or(0))
+            .sum()
     }
 
     /// Register an external component for `domain` (XEP-0114). Refused when one is connected.
@@ -285,8 +286,10 @@ impl Router {
 
     /// A stanza from a bound client session. The edge has already checked it is a stanza and
     /// stamped 'from' with the session's full JID (RFC 6120 §8.1.2.1).
-    pub async fn handle_from_client(&self, from: &FullJid, stanza: Element) {
+    pub async fn handle_from_client(&self, from: &FullJid, mut stanza: Element) {
         let Some(kind) = stanza::kind_of(&stanza) else { return };
+        // The edge stamps 'from' already; the router owns the guarantee, so it stamps it too.
+        stanza.set_attr("from", from.to_string());
         let to = match stanza.attr("to").map(Jid::new) {
             None => None,
             Some(Ok(j)) => Some(j),

@@ -49,7 +49,9 @@ pub fn classify(type_attr: Option<&str>, has_to: bool) -> PresenceAction {
         (Some("unavailable"), true) => PresenceAction::Directed { unavailable: true },
         (Some("probe"), true) => PresenceAction::Probe,
         (Some("error"), _) => PresenceAction::Error,
-        (Some(t), true) => SubKind::parse(t).map(PresenceAction::Subscription).unwrap_or(PresenceAction::Invalid),
+        (Some(t), true) => {
+            SubKind::parse(t).map(PresenceAction::Subscription).unwrap_or(PresenceAction::Invalid)
+        }
         _ => PresenceAction::Invalid,
     }
 }
@@ -329,7 +331,9 @@ impl Router {
             let contact = prober_bare.to_string();
             let cached = {
                 let shard = self.shard(&key);
-                shard.get(&key).map(|a| a.roster.get(&contact).is_some_and(|i| i.state.subscription.has_from()))
+                shard
+                    .get(&key)
+                    .map(|a| a.roster.get(&contact).is_some_and(|i| i.state.subscription.has_from()))
             };
             match cached {
                 Some(v) => v,
@@ -369,7 +373,12 @@ impl Router {
 
     /// Send the current presence of every available resource of `user` to `contact` (after
     /// approving a subscription, §3.1.5), or unavailable from each (after cancelling, §3.2.2).
-    pub(crate) async fn send_presence_to_contact(&self, user: &BareJid, contact: &BareJid, unavailable: bool) {
+    pub(crate) async fn send_presence_to_contact(
+        &self,
+        user: &BareJid,
+        contact: &BareJid,
+        unavailable: bool,
+    ) {
         let presences = self.current_presences(user);
         for p in presences {
             let mut p = if unavailable {

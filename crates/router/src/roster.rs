@@ -157,7 +157,11 @@ impl Router {
                 .with_attr("id", format!("push{}", PUSH_ID.fetch_add(1, Ordering::Relaxed)))
                 .with_attr("from", key.clone())
                 .with_attr("to", jid)
-                .with_child(Element::new("query", ns::ROSTER).with_attr("ver", ver.to_string()).with_child(item.clone()));
+                .with_child(
+                    Element::new("query", ns::ROSTER)
+                        .with_attr("ver", ver.to_string())
+                        .with_child(item.clone()),
+                );
             sink.deliver(ToClient::Stanza(push));
         }
     }
@@ -168,7 +172,8 @@ impl Router {
         item.state = state;
         if item.hidden && state == SubState::default() {
             if existed {
-                self.delete_item(user, &BareJid::new(&item.jid).unwrap_or_else(|_| user.clone()), false).await;
+                self.delete_item(user, &BareJid::new(&item.jid).unwrap_or_else(|_| user.clone()), false)
+                    .await;
             }
         } else {
             self.save_item(user, item).await;

@@ -171,7 +171,8 @@ async fn subscription_handshake_then_presence_flows_and_unavailable_on_disconnec
     let to_alice = ra.stanzas();
     assert!(to_alice.iter().any(|e| e.attr("type") == Some("subscribed")));
     assert!(
-        to_alice.iter().any(|e| e.name == "presence" && e.attr("type").is_none()
+        to_alice.iter().any(|e| e.name == "presence"
+            && e.attr("type").is_none()
             && e.attr("from") == Some("bob@localhost/b")),
         "bob's presence follows the approval"
     );
@@ -185,7 +186,10 @@ async fn subscription_handshake_then_presence_flows_and_unavailable_on_disconnec
     w.router.handle_from_client(&b, presence(3)).await;
     assert!(ra.stanzas().iter().any(|e| e.attr("from") == Some("bob@localhost/b")));
     w.router.handle_from_client(&a, presence(2)).await;
-    assert!(!rb.stanzas().iter().any(|e| e.name == "presence" && e.attr("from") == Some("alice@localhost/a")));
+    assert!(!rb
+        .stanzas()
+        .iter()
+        .any(|e| e.name == "presence" && e.attr("from") == Some("alice@localhost/a")));
 
     // Bob's connection drops: alice hears unavailable.
     w.router.unbind(&b, b_id).await;
@@ -211,7 +215,9 @@ async fn subscription_request_to_offline_user_arrives_at_next_login() {
     assert_eq!(roster.get_child("query", ns::ROSTER).unwrap().elements().count(), 0);
     w.router.handle_from_client(&b, presence(0)).await;
     let got = rb.stanzas();
-    assert!(got.iter().any(|e| e.attr("type") == Some("subscribe") && e.attr("from") == Some("alice@localhost")));
+    assert!(got
+        .iter()
+        .any(|e| e.attr("type") == Some("subscribe") && e.attr("from") == Some("alice@localhost")));
 }
 
 #[tokio::test]
@@ -294,7 +300,8 @@ async fn vcard_and_private_storage_roundtrip() {
         .with_attr("to", "alice@localhost")
         .with_child(Element::new("vCard", ns::VCARD));
     w.router.handle_from_client(&b, get).await;
-    assert!(rb.stanzas().pop().unwrap().to_string_lossy().contains("Alice"));
+    let got = rb.stanzas().pop().unwrap().to_string_lossy();
+    assert!(got.contains("Alice"), "{got}");
 
     let private = |kind: &str, child: Element| {
         Element::new("iq", ns::CLIENT)
@@ -302,7 +309,8 @@ async fn vcard_and_private_storage_roundtrip() {
             .with_attr("id", "p")
             .with_child(Element::new("query", ns::PRIVATE).with_child(child))
     };
-    let note = Element::new("notes", "storage:rosternotes").with_child(Element::new("note", "storage:rosternotes"));
+    let note =
+        Element::new("notes", "storage:rosternotes").with_child(Element::new("note", "storage:rosternotes"));
     w.router.handle_from_client(&a, private("set", note)).await;
     assert_eq!(ra.stanzas().pop().unwrap().attr("type"), Some("result"));
     w.router.handle_from_client(&a, private("get", Element::new("notes", "storage:rosternotes"))).await;

@@ -44,7 +44,8 @@ pub fn decode(line: &str) -> Option<Request> {
 
 /// Carry out a request on the store; Ok(lines) or Err(reason).
 pub fn execute(store: &dyn AccountStore, iterations: u32, req: &Request) -> Result<Vec<String>, String> {
-    let creds = |pw: &str| derive_credentials(pw, iterations).map_err(|e| format!("password not acceptable: {e}"));
+    let creds =
+        |pw: &str| derive_credentials(pw, iterations).map_err(|e| format!("password not acceptable: {e}"));
     match (req.verb.as_str(), req.args.as_slice()) {
         ("add", [user, pw]) => match store.create_account(user, creds(pw)?) {
             Ok(()) => Ok(vec![format!("created {user}")]),

@@ -207,13 +207,16 @@ pub fn load(
             .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
         None => String::new(),
     };
-    let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    let mut root: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
     for (key, value) in env {
         let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         apply_override(&mut root, &path, &value)?;
     }
-    let cfg: Config = toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    let cfg: Config = toml::Value::Table(root)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
     validate(&cfg)?;
     Ok(cfg)
 }
@@ -223,9 +226,9 @@ fn apply_override(root: &mut toml::Table, path: &[String], raw: &str) -> Result<
     let mut table = root;
     for p in parents {
         let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Invalid(format!("{ENV_PREFIX}{}: {p} is not a table", path.join("__"))))?;
+        table = entry.as_table_mut().ok_or_else(|| {
+            ConfigError::Invalid(format!("{ENV_PREFIX}{}: {p} is not a table", path.join("__")))
+        })?;
     }
     let value = format!("v = {raw}")
         .parse::<toml::Table>()

@@ -58,7 +58,8 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
-    let l = TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))?;
+    let l =
+        TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))?;
     // One line per listener on stdout, so people and test harnesses see where to connect.
     println!("starling: {what} listening on {}", l.local_addr()?);
     Ok(l)

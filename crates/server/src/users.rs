@@ -86,7 +86,10 @@ pub fn run(cfg: &Config, action: UserAction) -> anyhow::Result<()> {
         Some(r) => r,
         None => {
             let store = open_store(cfg)?;
-            let req = crate::admin::Request { verb: verb.to_owned(), args: args.iter().map(|a| a.to_string()).collect() };
+            let req = crate::admin::Request {
+                verb: verb.to_owned(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+            };
             crate::admin::execute(&store, cfg.auth.scram_iterations, &req)
         }
     };

@@ -156,7 +156,8 @@ impl RosterStore for EmbeddedStore {
 
     fn remove_roster_item(&self, user: &str, contact: &str) -> StoreResult<Option<u64>> {
         let tx = self.db.begin_write().map_err(backend)?;
-        let existed = tx.open_table(ROSTER).map_err(backend)?.remove((user, contact)).map_err(backend)?.is_some();
+        let existed =
+            tx.open_table(ROSTER).map_err(backend)?.remove((user, contact)).map_err(backend)?.is_some();
         if !existed {
             return Ok(None);
         }

@@ -219,7 +219,8 @@ impl StreamParser {
                         self.tag_start = self.pos;
                         if self.depth <= 1 {
                             if self.closed {
-                                return self.fail(XmlError::NotWellFormed("data after the stream closed".into()));
+                                return self
+                                    .fail(XmlError::NotWellFormed("data after the stream closed".into()));
                             }
                             self.start = Some(self.pos);
                         }
@@ -421,8 +422,8 @@ impl StreamParser {
 
     fn stanza_complete(&mut self, end: usize) -> Result<Event, XmlError> {
         let start = self.start.unwrap_or(0);
-        let parsed = checked_str(&self.buf[start..end])
-            .and_then(|s| parse_element(s, &self.root_scope, &self.limits));
+        let parsed =
+            checked_str(&self.buf[start..end]).and_then(|s| parse_element(s, &self.root_scope, &self.limits));
         match parsed {
             Ok(e) => {
                 self.consume(end);
@@ -480,7 +481,11 @@ fn lookup<'a>(scope: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
 
 /// Build an element (no children) from a start tag, pushing its namespace declarations onto
 /// `scope`. Returns the element and its qualified name as written.
-fn build(bs: &BytesStart<'_>, scope: &mut Vec<(String, String)>, limits: &Limits) -> Result<(Element, String), XmlError> {
+fn build(
+    bs: &BytesStart<'_>,
+    scope: &mut Vec<(String, String)>,
+    limits: &Limits,
+) -> Result<(Element, String), XmlError> {
     let qname = bs.name().as_ref().to_owned();
     let mut plain: Vec<(String, String)> = Vec::new();
     let mut count = 0usize;

@@ -151,7 +151,7 @@ fn byte_at_a_time_large_stanza_is_linear_enough() {
     let mut got = 0;
     for b in input.as_bytes() {
         p.feed(std::slice::from_ref(b));
-        while let Some(_) = p.next_event().unwrap() {
+        while p.next_event().unwrap().is_some() {
             got += 1;
         }
     }
@@ -171,17 +171,19 @@ fn arb_element(depth: u32) -> impl Strategy<Value = Element> {
     let name = prop::sample::select(vec!["a", "b", "message", "body", "x"]);
     let ns = prop::sample::select(vec!["jabber:client", "urn:x", "urn:y:z"]);
     let text = "[a-z &<>'\"\u{e9}\u{263A}\r\n\t]{0,12}";
-    let attrs = prop::collection::vec((prop::sample::select(vec!["id", "to", "type", "xml:lang"]), text), 0..3);
-    let leaf = (name.clone(), ns.clone(), attrs.clone(), prop::option::of(text)).prop_map(|(n, s, attrs, t)| {
-        let mut e = Element::new(n, s);
-        for (k, v) in attrs {
-            e.set_attr(k, v);
-        }
-        if let Some(t) = t.filter(|t| !t.is_empty()) {
-            e.append_text(t);
-        }
-        e
-    });
+    let attrs =
+        prop::collection::vec((prop::sample::select(vec!["id", "to", "type", "xml:lang"]), text), 0..3);
+    let leaf =
+        (name.clone(), ns.clone(), attrs.clone(), prop::option::of(text)).prop_map(|(n, s, attrs, t)| {
+            let mut e = Element::new(n, s);
+            for (k, v) in attrs {
+                e.set_attr(k, v);
+            }
+            if let Some(t) = t.filter(|t| !t.is_empty()) {
+                e.append_text(t);
+            }
+            e
+        });
     leaf.prop_recursive(depth, 16, 4, move |inner| {
         (name.clone(), ns.clone(), prop::collection::vec(inner, 0..4)).prop_map(|(n, s, kids)| {
             let mut e = Element::new(n, s);

@@ -88,8 +88,8 @@ impl StreamError {
 
     /// `<stream:error><condition xmlns='…streams'/><text>…</text></stream:error>`, optionally with text.
     pub fn to_element(self, text: Option<&str>) -> Element {
-        let mut e = Element::new("error", ns::STREAM)
-            .with_child(Element::new(self.condition(), ns::STREAM_ERRORS));
+        let mut e =
+            Element::new("error", ns::STREAM).with_child(Element::new(self.condition(), ns::STREAM_ERRORS));
         if let Some(t) = text {
             e.append_child(Element::new("text", ns::STREAM_ERRORS).with_text(t));
         }

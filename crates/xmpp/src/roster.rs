@@ -25,7 +25,13 @@ pub struct RosterItem {
 impl RosterItem {
     /// A new item for `jid` with no subscription.
     pub fn new(jid: &BareJid) -> RosterItem {
-        RosterItem { jid: jid.to_string(), name: None, groups: Vec::new(), state: SubState::default(), hidden: false }
+        RosterItem {
+            jid: jid.to_string(),
+            name: None,
+            groups: Vec::new(),
+            state: SubState::default(),
+            hidden: false,
+        }
     }
 
     /// `<item/>` as sent in roster results and pushes (§2.1.2).

@@ -294,45 +294,57 @@ mod tests {
 
     #[test]
     fn a2_1_outbound_subscribe() {
-        check(outbound, SubKind::Subscribe, &[
-            ("None", "None+PendingOut", true),
-            ("None+PendingOut", "=", true),
-            ("None+PendingIn", "None+PendingOut+In", true),
-            ("None+PendingOut+In", "=", true),
-            ("To", "=", false),
-            ("To+PendingIn", "=", false),
-            ("From", "From+PendingOut", true),
-            ("From+PendingOut", "=", true),
-            ("Both", "=", false),
-        ]);
+        check(
+            outbound,
+            SubKind::Subscribe,
+            &[
+                ("None", "None+PendingOut", true),
+                ("None+PendingOut", "=", true),
+                ("None+PendingIn", "None+PendingOut+In", true),
+                ("None+PendingOut+In", "=", true),
+                ("To", "=", false),
+                ("To+PendingIn", "=", false),
+                ("From", "From+PendingOut", true),
+                ("From+PendingOut", "=", true),
+                ("Both", "=", false),
+            ],
+        );
     }
 
     #[test]
     fn a2_2_outbound_unsubscribe() {
-        check(outbound, SubKind::Unsubscribe, &[
-            ("None", "=", false),
-            ("None+PendingOut", "None", true),
-            ("None+PendingIn", "=", false),
-            ("None+PendingOut+In", "None+PendingIn", true),
-            ("To", "None", true),
-            ("To+PendingIn", "None+PendingIn", true),
-            ("From", "=", false),
-            ("From+PendingOut", "From", true),
-            ("Both", "From", true),
-        ]);
+        check(
+            outbound,
+            SubKind::Unsubscribe,
+            &[
+                ("None", "=", false),
+                ("None+PendingOut", "None", true),
+                ("None+PendingIn", "=", false),
+                ("None+PendingOut+In", "None+PendingIn", true),
+                ("To", "None", true),
+                ("To+PendingIn", "None+PendingIn", true),
+                ("From", "=", false),
+                ("From+PendingOut", "From", true),
+                ("Both", "From", true),
+            ],
+        );
     }
 
     #[test]
     fn a2_3_outbound_subscribed() {
         // Rows where RFC 6121 says "no state change" but §3.4 pre-approval applies are checked below.
-        check(outbound, SubKind::Subscribed, &[
-            ("None+PendingIn", "From", true),
-            ("None+PendingOut+In", "From+PendingOut", true),
-            ("To+PendingIn", "Both", true),
-            ("From", "=", false),
-            ("From+PendingOut", "=", false),
-            ("Both", "=", false),
-        ]);
+        check(
+            outbound,
+            SubKind::Subscribed,
+            &[
+                ("None+PendingIn", "From", true),
+                ("None+PendingOut+In", "From+PendingOut", true),
+                ("To+PendingIn", "Both", true),
+                ("From", "=", false),
+                ("From+PendingOut", "=", false),
+                ("Both", "=", false),
+            ],
+        );
         for s in ["None", "None+PendingOut", "To"] {
             let o = outbound(st(s), SubKind::Subscribed);
             assert!(o.state.preapproved && o.changed && !o.forward, "pre-approval from {s}");
@@ -341,17 +353,21 @@ mod tests {
 
     #[test]
     fn a2_4_outbound_unsubscribed() {
-        check(outbound, SubKind::Unsubscribed, &[
-            ("None", "=", false),
-            ("None+PendingOut", "=", false),
-            ("None+PendingIn", "None", true),
-            ("None+PendingOut+In", "None+PendingOut", true),
-            ("To", "=", false),
-            ("To+PendingIn", "To", true),
-            ("From", "None", true),
-            ("From+PendingOut", "None+PendingOut", true),
-            ("Both", "To", true),
-        ]);
+        check(
+            outbound,
+            SubKind::Unsubscribed,
+            &[
+                ("None", "=", false),
+                ("None+PendingOut", "=", false),
+                ("None+PendingIn", "None", true),
+                ("None+PendingOut+In", "None+PendingOut", true),
+                ("To", "=", false),
+                ("To+PendingIn", "To", true),
+                ("From", "None", true),
+                ("From+PendingOut", "None+PendingOut", true),
+                ("Both", "To", true),
+            ],
+        );
         let pre = outbound(st("None"), SubKind::Subscribed).state;
         let o = outbound(pre, SubKind::Unsubscribed);
         assert!(!o.state.preapproved && o.changed && !o.forward, "withdrawing a pre-approval");
@@ -359,17 +375,21 @@ mod tests {
 
     #[test]
     fn a3_1_inbound_subscribe() {
-        check(inbound, SubKind::Subscribe, &[
-            ("None", "None+PendingIn", true),
-            ("None+PendingOut", "None+PendingOut+In", true),
-            ("None+PendingIn", "=", false),
-            ("None+PendingOut+In", "=", false),
-            ("To", "To+PendingIn", true),
-            ("To+PendingIn", "=", false),
-            ("From", "=", false),
-            ("From+PendingOut", "=", false),
-            ("Both", "=", false),
-        ]);
+        check(
+            inbound,
+            SubKind::Subscribe,
+            &[
+                ("None", "None+PendingIn", true),
+                ("None+PendingOut", "None+PendingOut+In", true),
+                ("None+PendingIn", "=", false),
+                ("None+PendingOut+In", "=", false),
+                ("To", "To+PendingIn", true),
+                ("To+PendingIn", "=", false),
+                ("From", "=", false),
+                ("From+PendingOut", "=", false),
+                ("Both", "=", false),
+            ],
+        );
         for s in ["From", "From+PendingOut", "Both"] {
             assert!(inbound(st(s), SubKind::Subscribe).auto_reply_subscribed, "{s}");
         }
@@ -386,47 +406,59 @@ mod tests {
 
     #[test]
     fn a3_2_inbound_unsubscribe() {
-        check(inbound, SubKind::Unsubscribe, &[
-            ("None", "=", false),
-            ("None+PendingOut", "=", false),
-            ("None+PendingIn", "None", true),
-            ("None+PendingOut+In", "None+PendingOut", true),
-            ("To", "=", false),
-            ("To+PendingIn", "To", true),
-            ("From", "None", true),
-            ("From+PendingOut", "None+PendingOut", true),
-            ("Both", "To", true),
-        ]);
+        check(
+            inbound,
+            SubKind::Unsubscribe,
+            &[
+                ("None", "=", false),
+                ("None+PendingOut", "=", false),
+                ("None+PendingIn", "None", true),
+                ("None+PendingOut+In", "None+PendingOut", true),
+                ("To", "=", false),
+                ("To+PendingIn", "To", true),
+                ("From", "None", true),
+                ("From+PendingOut", "None+PendingOut", true),
+                ("Both", "To", true),
+            ],
+        );
     }
 
     #[test]
     fn a3_3_inbound_subscribed() {
-        check(inbound, SubKind::Subscribed, &[
-            ("None", "=", false),
-            ("None+PendingOut", "To", true),
-            ("None+PendingIn", "=", false),
-            ("None+PendingOut+In", "To+PendingIn", true),
-            ("To", "=", false),
-            ("To+PendingIn", "=", false),
-            ("From", "=", false),
-            ("From+PendingOut", "Both", true),
-            ("Both", "=", false),
-        ]);
+        check(
+            inbound,
+            SubKind::Subscribed,
+            &[
+                ("None", "=", false),
+                ("None+PendingOut", "To", true),
+                ("None+PendingIn", "=", false),
+                ("None+PendingOut+In", "To+PendingIn", true),
+                ("To", "=", false),
+                ("To+PendingIn", "=", false),
+                ("From", "=", false),
+                ("From+PendingOut", "Both", true),
+                ("Both", "=", false),
+            ],
+        );
     }
 
     #[test]
     fn a3_4_inbound_unsubscribed() {
-        check(inbound, SubKind::Unsubscribed, &[
-            ("None", "=", false),
-            ("None+PendingOut", "None", true),
-            ("None+PendingIn", "=", false),
-            ("None+PendingOut+In", "None+PendingIn", true),
-            ("To", "None", true),
-            ("To+PendingIn", "None+PendingIn", true),
-            ("From", "=", false),
-            ("From+PendingOut", "From", true),
-            ("Both", "From", true),
-        ]);
+        check(
+            inbound,
+            SubKind::Unsubscribed,
+            &[
+                ("None", "=", false),
+                ("None+PendingOut", "None", true),
+                ("None+PendingIn", "=", false),
+                ("None+PendingOut+In", "None+PendingIn", true),
+                ("To", "None", true),
+                ("To+PendingIn", "None+PendingIn", true),
+                ("From", "=", false),
+                ("From+PendingOut", "From", true),
+                ("Both", "From", true),
+            ],
+        );
     }
 
     #[test]

@@ -16,11 +16,13 @@ pub struct PlainCredentials {
 /// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`, all UTF-8.
 pub fn parse_plain(msg: &[u8]) -> Result<PlainCredentials, SaslFailure> {
     let mut parts = msg.split(|b| *b == 0);
-    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(authzid), Some(authcid), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(SaslFailure::MalformedRequest);
     };
-    let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| SaslFailure::MalformedRequest);
+    let text =
+        |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| SaslFailure::MalformedRequest);
     let authzid = text(authzid)?;
     let authcid = saslprep(&text(authcid)?)?;
     let password = saslprep(&text(password)?)?;

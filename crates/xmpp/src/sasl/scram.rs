@@ -105,7 +105,12 @@ fn random<const N: usize>() -> [u8; N] {
 
 impl ScramCredentials {
     /// Derive from a password (SASLprep'd first) with this salt and iteration count.
-    pub fn derive(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Result<ScramCredentials, SaslFailure> {
+    pub fn derive(
+        hash: ScramHash,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<ScramCredentials, SaslFailure> {
         let password = saslprep(password)?;
         if password.is_empty() || iterations == 0 {
             return Err(SaslFailure::MalformedRequest);
@@ -116,7 +121,11 @@ impl ScramCredentials {
     }
 
     /// Derive with a fresh random 16-byte salt.
-    pub fn generate(hash: ScramHash, password: &str, iterations: u32) -> Result<ScramCredentials, SaslFailure> {
+    pub fn generate(
+        hash: ScramHash,
+        password: &str,
+        iterations: u32,
+    ) -> Result<ScramCredentials, SaslFailure> {
         ScramCredentials::derive(hash, password, &random::<16>(), iterations)
     }
 
@@ -395,7 +404,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn vector(hash: ScramHash, cnonce: &str, snonce: &str, salt: &str, first: &str, fin: &str, server_fin: &str) {
+    fn vector(
+        hash: ScramHash,
+        cnonce: &str,
+        snonce: &str,
+        salt: &str,
+        first: &str,
+        fin: &str,
+        server_fin: &str,
+    ) {
         let salt = B64.decode(salt).unwrap();
         let creds = ScramCredentials::derive(hash, "pencil", &salt, 4096).unwrap();
         let mut s = ScramServer::with_nonce(hash, snonce);
@@ -469,7 +486,17 @@ mod tests {
 
     #[test]
     fn malformed_and_out_of_order() {
-        for bad in ["", "n", "n,,", "p=tls-unique,,n=a,r=x", "n,,n=a", "n,,r=x,n=a", "n,,n=a=zz,r=x", "n,,n=,r=x", "q,,n=a,r=x"] {
+        for bad in [
+            "",
+            "n",
+            "n,,",
+            "p=tls-unique,,n=a,r=x",
+            "n,,n=a",
+            "n,,r=x,n=a",
+            "n,,n=a=zz,r=x",
+            "n,,n=,r=x",
+            "q,,n=a,r=x",
+        ] {
             let mut s = ScramServer::new(ScramHash::Sha1);
             assert!(s.client_first(bad.as_bytes()).is_err(), "{bad}");
         }
