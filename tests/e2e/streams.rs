@@ -117,7 +117,8 @@ async fn authentication_rules() -> Result<()> {
     // The address has used its 4 failures this minute: even the right password is refused now.
     let e = c.auth_plain("bob", "bobpw").await.unwrap_err();
     assert!(e.to_string().contains("temporary-auth-failure"), "{e}");
-    Ok(())
+    // The limit is per address: users elsewhere are unaffected.
+    assert_healthy_from(&server, "127.0.0.2".parse()?).await
 }
 
 #[tokio::test]
@@ -164,7 +165,26 @@ async fn bound_session_rules_from_stamping_and_stanza_types() -> Result<()> {
 
 #[tokio::test]
 async fn silent_connections_time_out() -> Result<()> {
-    let server = TestServer::start(standard_users().env("STARLING_C2S__HANDSHAKE_TIMEOUT_SECS", "1"))?;
+    let server = TestServer::start(
+        standard_users()
+            .env("STARLING_C2S__HANDSHAKE_TIMEOUT_SECS", "1")
+            .env("STARLING_C2S__IDLE_TIMEOUT_SECS", "2"),
+    )?;
+    // A bound session that stays silent past the idle timeout; one that keeps sending
+    // whitespace keepalives stays.
+    let mut idle = server.login("carol", "carolpw", "idle").await?;
+    let mut chatty = server.login("carol", "carolpw", "chatty").await?;
+    let keepalive = tokio::spawn(async move {
+        for _ in 0..6 {
+            chatty.send(" ").await?;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        chatty.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+        chatty.wait_for("ping answer", |e| e.attr("id") == Some("alive")).await?;
+        anyhow::Ok(())
+    });
+    idle.expect_stream_error("connection-timeout").await?;
+    keepalive.await??;
     let mut c = Client::connect(server.c2s).await?;
     // Says nothing at all.
     c.expect_stream_error("connection-timeout").await?;

@@ -201,7 +201,18 @@ impl TestServer {
 
     /// A logged-in, bound client over STARTTLS + SCRAM-SHA-256.
     pub async fn login(&self, user: &str, password: &str, resource: &str) -> Result<Client> {
-        let mut c = Client::connect(self.c2s).await?;
+        self.login_from("127.0.0.1".parse()?, user, password, resource).await
+    }
+
+    /// Like [`TestServer::login`], from another loopback source address.
+    pub async fn login_from(
+        &self,
+        source: std::net::IpAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Result<Client> {
+        let mut c = Client::connect_from(self.c2s, source).await?;
         c.starttls_and_open(&self.cert()).await?;
         c.auth_scram(ScramHash::Sha256, user, password).await?;
         c.bind(Some(resource)).await?;
@@ -245,7 +256,14 @@ pub fn tls_connector(cert: &Path, alpn: bool) -> Result<tokio_rustls::TlsConnect
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Client> {
-        let tcp = TcpStream::connect(addr).await?;
+        Client::connect_from(addr, "127.0.0.1".parse()?).await
+    }
+
+    /// Connect from a given loopback source address (limits are per address).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<Client> {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(source, 0))?;
+        let tcp = sock.connect(addr).await?;
         Ok(Client {
             io: None,
             tcp: Some(tcp),
@@ -505,8 +523,13 @@ pub fn sasl_condition(e: &Element) -> String {
 
 /// A normal user still logs in and exchanges a message: run after every abusive case.
 pub async fn assert_healthy(server: &TestServer) -> Result<()> {
-    let mut a = server.login("alice", "alicepw", "health-a").await.context("alice login")?;
-    let mut b = server.login("bob", "bobpw", "health-b").await.context("bob login")?;
+    assert_healthy_from(server, "127.0.0.1".parse()?).await
+}
+
+/// [`assert_healthy`] with both clients connecting from `source`.
+pub async fn assert_healthy_from(server: &TestServer, source: std::net::IpAddr) -> Result<()> {
+    let mut a = server.login_from(source, "alice", "alicepw", "health-a").await.context("alice login")?;
+    let mut b = server.login_from(source, "bob", "bobpw", "health-b").await.context("bob login")?;
     a.message("bob@localhost/health-b", "still alive").await?;
     let m = b.expect_message("still alive").await?;
     if m.attr("from") != Some("alice@localhost/health-a") {

@@ -85,6 +85,10 @@ pub fn answer_server_iq_static(router: &Router, iq: &Element) -> Element {
         ("query", ns::DISCO_INFO, true) | ("query", ns::DISCO_ITEMS, true) => {
             error_reply(iq, StanzaError::ItemNotFound, &domain)
         }
+        // Known, read-only services asked to change something (RFC 6120 §8.3.3.3).
+        ("ping", ns::PING, false) | ("query", ns::VERSION | ns::DISCO_INFO | ns::DISCO_ITEMS, false) => {
+            error_reply(iq, StanzaError::FeatureNotImplemented, &domain)
+        }
         _ => error_reply(iq, StanzaError::ServiceUnavailable, &domain),
     }
 }

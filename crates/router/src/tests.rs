@@ -283,6 +283,10 @@ async fn server_answers_ping_disco_version_and_unknown_iq() {
     assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("Starling"));
     w.router.handle_from_client(&a, iq("u", Element::new("query", "urn:unknown"))).await;
     assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("service-unavailable"));
+    let mut set = iq("s", Element::new("query", ns::VERSION));
+    set.set_attr("type", "set");
+    w.router.handle_from_client(&a, set).await;
+    assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("feature-not-implemented"));
 }
 
 #[tokio::test]

@@ -23,3 +23,6 @@ pub use jid;
 pub use jid::{BareJid, FullJid, Jid};
 pub use stanza::{StanzaKind, StanzaView};
 pub use starling_xml::{Element, Node};
+
+#[cfg(test)]
+mod jid_tests;

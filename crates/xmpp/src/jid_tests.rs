@@ -1,0 +1,34 @@
+//! Property tests for JIDs (RFC 7622) as Starling uses them, through the `jid` crate.
+
+use crate::{BareJid, FullJid, Jid};
+use proptest::prelude::*;
+
+proptest! {
+    /// Any string either fails to parse or round-trips through its printed form.
+    #[test]
+    fn parse_print_parse_is_stable(s in "\\PC{0,40}") {
+        if let Ok(j) = Jid::new(&s) {
+            let again = Jid::new(&j.to_string()).unwrap();
+            prop_assert_eq!(j, again);
+        }
+    }
+
+    /// Well-formed parts always make a full JID whose parts come back (case-folded local/domain).
+    #[test]
+    fn well_formed_parts_round_trip(local in "[a-z][a-z0-9._-]{0,15}", domain in "[a-z]{1,10}(\\.[a-z]{2,5})?", res in "[A-Za-z0-9 ]{1,12}") {
+        let full = FullJid::new(&format!("{local}@{domain}/{res}")).unwrap();
+        prop_assert_eq!(full.node().map(|n| n.to_string()), Some(local.clone()));
+        prop_assert_eq!(full.domain().to_string(), domain.clone());
+        prop_assert_eq!(full.resource().to_string(), res);
+        prop_assert_eq!(full.to_bare(), BareJid::new(&format!("{local}@{domain}")).unwrap());
+    }
+}
+
+#[test]
+fn normalization_and_refusals() {
+    assert_eq!(BareJid::new("Juliet@EXAMPLE.com").unwrap().to_string(), "juliet@example.com");
+    for bad in ["", "@example.com", "a@", "a@b/", "a@@b", "a b@c"] {
+        assert!(Jid::new(bad).is_err(), "{bad:?} should be refused");
+    }
+    assert!(Jid::new(&format!("{}@example.com", "x".repeat(1024))).is_err(), "localpart over 1023 bytes");
+}
