@@ -205,6 +205,7 @@ impl<H: SessionHost> Client<H> {
         while let Some(item) = next.take() {
             match item {
                 ToClient::Stanza(e) => e.write_to(&mut self.out, ns::CLIENT),
+                ToClient::Raw(bytes) => self.out.extend_from_slice(&bytes),
                 ToClient::Close(err) => {
                     if !self.out.is_empty() && conn.write_all(&self.out).await.is_err() {
                         return Some(Step::Close);

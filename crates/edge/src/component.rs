@@ -8,7 +8,7 @@
 use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use starling_xml::{Element, Event, StreamParser};
-use starling_xmpp::session::ToClient;
+use starling_xmpp::session::{parse_stored_stanza, ToClient};
 use starling_xmpp::stanza::{kind_of, rewrite_content_ns};
 use starling_xmpp::{ns, Jid, StreamError};
 use std::net::SocketAddr;
@@ -145,7 +145,17 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
             },
             item = async { match rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 out.clear();
+                // Pre-serialized stanzas are parsed back here: a component's stream has another
+                // default namespace, so the content namespace must be rewritten.
+                let item = match item {
+                    Some(ToClient::Raw(bytes)) => match parse_stored_stanza(&bytes) {
+                        Ok(e) => Some(ToClient::Stanza(e)),
+                        Err(e) => { tracing::warn!(error = %e, "dropping unparsable stanza for a component"); continue 'conn; }
+                    },
+                    other => other,
+                };
                 match item {
+                    Some(ToClient::Raw(_)) => {}
                     Some(ToClient::Stanza(mut e)) => {
                         rewrite_content_ns(&mut e, ns::CLIENT, ns::COMPONENT_ACCEPT);
                         e.write_to(&mut out, ns::COMPONENT_ACCEPT);

@@ -61,6 +61,42 @@ impl Default for RouterConfig {
     }
 }
 
+/// Where the entity a stanza is addressed to is homed, as far as this router knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// This router owns it (always so in `serve`).
+    Local,
+    /// Another router owns it: forward the stanza there.
+    Remote(u64),
+    /// Nobody owns it right now (a slot between owners): the stanza cannot be routed.
+    Unowned,
+}
+
+/// The rest of the cluster as the router sees it: who owns which bare JID or component domain,
+/// and a way to hand a stanza to another router. `serve` uses [`SingleNode`]; a cluster
+/// implements it over the slot table and router-to-router links.
+pub trait Peers: Send + Sync + 'static {
+    /// The home of a bare JID (`user@domain`) or of a component domain.
+    fn home_of(&self, key: &str) -> Home;
+    /// Queue `stanza` (addressed to `to`, 'from' stamped) for router `node`. Never blocks:
+    /// false when the link to it is full or down, and the caller answers the sender with an error.
+    fn forward(&self, node: u64, to: &Jid, stanza: &Element) -> bool;
+}
+
+/// One router that owns everything: the `serve` role.
+#[derive(Debug, Default)]
+pub struct SingleNode;
+
+impl Peers for SingleNode {
+    fn home_of(&self, _key: &str) -> Home {
+        Home::Local
+    }
+
+    fn forward(&self, _node: u64, _to: &Jid, _stanza: &Element) -> bool {
+        false
+    }
+}
+
 /// Identifies one bound session, so a late unbind from a replaced connection cannot remove the
 /// session that replaced it.
 pub type SessionId = u64;
@@ -127,6 +163,8 @@ pub struct Router {
     components: RwLock<HashMap<String, Arc<dyn Deliver>>>,
     /// Source of session ids.
     next_session: AtomicU64,
+    /// Who owns what in the cluster ([`SingleNode`] in `serve`).
+    peers: Arc<dyn Peers>,
 }
 
 /// A sink and the full JID it belongs to, collected under a lock and used after it.
@@ -136,9 +174,15 @@ pub(crate) struct Target {
 }
 
 impl Router {
-    /// A router over `store`.
+    /// A single-node router over `store`: it owns every account.
     pub fn new(cfg: RouterConfig, store: Arc<dyn Store>) -> Router {
+        Router::with_peers(cfg, store, Arc::new(SingleNode))
+    }
+
+    /// A router that owns the accounts `peers` says are [`Home::Local`] and forwards the rest.
+    pub fn with_peers(cfg: RouterConfig, store: Arc<dyn Store>, peers: Arc<dyn Peers>) -> Router {
         Router {
+            peers,
             cfg,
             store,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -358,18 +402,45 @@ impl Router {
     async fn route_now(&self, to: Jid, stanza: Element) {
         let domain = to.domain().as_str();
         if self.serves(domain) {
-            match to.node() {
-                Some(_) => self.deliver_local(to, stanza).await,
-                None => self.to_server(stanza).await,
+            if to.node().is_none() {
+                return self.to_server(stanza).await;
+            }
+            match self.peers.home_of(&to.to_bare().to_string()) {
+                Home::Local => self.deliver_local(to, stanza).await,
+                Home::Remote(node) => self.forward_or_bounce(node, &to, stanza),
+                Home::Unowned => self.bounce(&stanza, StanzaError::ServiceUnavailable),
             }
         } else if let Some(sink) = self.component_sink(domain) {
             if !sink.deliver(ToClient::Stanza(stanza.clone())) {
                 self.bounce(&stanza, StanzaError::ServiceUnavailable);
             }
         } else {
-            // Without server-to-server federation every other domain is unreachable (RFC 6120 §10.4.3).
-            self.bounce(&stanza, StanzaError::RemoteServerNotFound);
+            match self.peers.home_of(domain) {
+                // A component of another router's slot.
+                Home::Remote(node) => self.forward_or_bounce(node, &to, stanza),
+                // Without server-to-server federation every other domain is unreachable
+                // (RFC 6120 §10.4.3).
+                Home::Local | Home::Unowned => self.bounce(&stanza, StanzaError::RemoteServerNotFound),
+            }
         }
+    }
+
+    /// Hand a stanza to the router that owns its recipient; when the link cannot take it, the
+    /// sender hears `<resource-constraint/>` rather than silence (RFC 6120 §8.3.3.18).
+    fn forward_or_bounce(&self, node: u64, to: &Jid, stanza: Element) {
+        if !self.peers.forward(node, to, &stanza) {
+            self.bounce(&stanza, StanzaError::ResourceConstraint);
+        }
+    }
+
+    /// A stanza that another router forwarded because this router owns its recipient.
+    /// Inbound processing runs here (RFC 6121 §8.5); if the slot moved again meanwhile, the
+    /// stanza is forwarded on (the link bounds the hops).
+    pub async fn handle_forwarded(&self, to: Jid, stanza: Element) {
+        if stanza::kind_of(&stanza).is_none() {
+            return;
+        }
+        self.route(to, stanza).await
     }
 
     /// A stanza addressed to a served domain itself (not from a local client, which goes through
@@ -404,15 +475,46 @@ impl Router {
         }
         let reply = stanza::error_reply(stanza, error, self.primary_domain());
         let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
-        if self.serves(to.domain().as_str()) {
-            if let Ok(full) = to.try_as_full() {
-                if let Some(t) = self.session_target(full) {
-                    t.sink.deliver(ToClient::Stanza(reply));
+        let domain = to.domain().as_str();
+        if self.serves(domain) {
+            match self.peers.home_of(&to.to_bare().to_string()) {
+                Home::Local => {
+                    if let Ok(full) = to.try_as_full() {
+                        if let Some(t) = self.session_target(full) {
+                            t.sink.deliver(ToClient::Stanza(reply));
+                        }
+                    }
                 }
+                // An error for a sender homed elsewhere (inbound processing failed here).
+                // Error replies are never answered with errors, so this cannot loop.
+                Home::Remote(node) => {
+                    self.peers.forward(node, &to, &reply);
+                }
+                Home::Unowned => {}
             }
-        } else if let Some(sink) = self.component_sink(to.domain().as_str()) {
+        } else if let Some(sink) = self.component_sink(domain) {
             sink.deliver(ToClient::Stanza(reply));
+        } else if let Home::Remote(node) = self.peers.home_of(domain) {
+            self.peers.forward(node, &to, &reply);
         }
+    }
+
+    /// Forget, without any presence broadcast, every online account `moved` says no longer
+    /// belongs here (its slot moved to another router, whose edges re-register the sessions
+    /// there). Returns how many sessions were dropped.
+    pub fn evict(&self, moved: impl Fn(&str) -> bool) -> usize {
+        let mut dropped = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|bare, account| {
+                let keep = !moved(bare);
+                if !keep {
+                    dropped += account.sessions.len();
+                }
+                keep
+            });
+        }
+        dropped
     }
 
     /// The sink of one bound session.

@@ -74,7 +74,9 @@ impl Router {
         }
     }
 
-    fn set_roster_interested(&self, from: &FullJid) {
+    /// Mark a bound session as interested in roster pushes, as fetching the roster does
+    /// (RFC 6121 §2.1.6); also used when a session is re-registered at a new owner.
+    pub fn set_roster_interested(&self, from: &FullJid) {
         let key = from.to_bare().to_string();
         let mut shard = self.shard(&key);
         if let Some(a) = shard.get_mut(&key) {

@@ -26,6 +26,7 @@ impl Recorder {
             .into_iter()
             .filter_map(|i| match i {
                 ToClient::Stanza(e) => Some(e),
+                ToClient::Raw(b) => starling_xmpp::session::parse_stored_stanza(&b).ok(),
                 ToClient::Close(_) => None,
             })
             .collect()

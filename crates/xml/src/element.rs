@@ -1,4 +1,8 @@
 //! A small owned XML tree with namespaces resolved, and its serializer.
+//!
+//! The tree is what the [framer](crate::framer) produces for each stanza and what the rest of the
+//! server builds replies with. Names are local names plus a resolved namespace URI; prefixes are
+//! gone after parsing, and the writer only ever uses default-namespace declarations.
 
 /// An element: local name, resolved namespace, attributes and children.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +46,7 @@ impl Element {
         self
     }
 
-    /// Builder: append text.
+    /// Builder: append text (merged with a preceding text node, like [`Element::append_text`]).
     pub fn with_text(mut self, text: impl Into<String>) -> Element {
         self.append_text(text);
         self
@@ -79,9 +83,13 @@ impl Element {
         self.children.push(Node::Element(child));
     }
 
-    /// Append text, merging with a preceding text node.
+    /// Append text, merging with a preceding text node (so adjacent text stays one node).
+    /// Empty text adds nothing.
     pub fn append_text(&mut self, text: impl Into<String>) {
         let text = text.into();
+        if text.is_empty() {
+            return;
+        }
         if let Some(Node::Text(t)) = self.children.last_mut() {
             t.push_str(&text);
         } else {
@@ -140,8 +148,15 @@ impl Element {
         s
     }
 
-    /// Serialize where `parent_ns` is the default namespace in scope: `xmlns` is written only when
-    /// this element's namespace differs. Only default-namespace declarations are used.
+    /// Serialize. `parent_ns` is the default namespace in scope where this element is written; an
+    /// `xmlns='..'` declaration is emitted only when `self.ns` differs from it (children likewise
+    /// relative to their parent). Uses only default-namespace declarations (never prefixes);
+    /// `xml:` attributes are written as-is. Attribute values use single quotes; `&`, `<`, `>`,
+    /// `'`, `"` are escaped in attributes and `&`, `<`, `>` in text. CR (and TAB, LF in
+    /// attributes) are written as character references so that they survive re-parsing.
+    ///
+    /// The caller keeps names valid and text free of characters XML 1.0 forbids (anything parsed
+    /// by the framer already is).
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
         out.push(b'<');
         out.extend_from_slice(self.name.as_bytes());
@@ -186,7 +201,8 @@ impl Element {
     }
 }
 
-/// Escape text or an attribute value (single-quoted) into `out`.
+/// Escape text (`attr == false`) or a single-quoted attribute value (`attr == true`) into `out`,
+/// as [`Element::write_to`] does.
 pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
     let bytes = s.as_bytes();
     let mut start = 0;

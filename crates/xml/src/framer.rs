@@ -1,10 +1,20 @@
 //! Incremental framing of an XMPP stream: bytes in, [`Event`]s out.
 //!
-//! Two stages, as in mini-redis's connection framing: a cheap, resumable lexer *checks* whether a
-//! complete top-level construct is buffered (enforcing size, depth and restricted-XML rules as it
-//! goes, so an oversize or forbidden construct is refused before it is buffered whole), and only
-//! then quick-xml *parses* that slice into an [`Element`]. The lexer keeps its state between calls,
-//! so feeding a stanza one byte at a time costs O(n), and any chunking yields the same events.
+//! Two stages, as in mini-redis's connection framing:
+//!
+//! 1. **Check.** A cheap, resumable lexer scans the buffered bytes to find where the next
+//!    top-level construct (XML declaration, stream header, stanza, stream end tag) ends. It tracks
+//!    quotes inside tags, nesting depth, CDATA sections and the names of open elements, and it
+//!    enforces the size and depth limits and the RFC 6120 §11.1 restricted-XML rules as it goes, so
+//!    an oversize, too deep, mismatched or forbidden construct is refused as soon as it shows up,
+//!    without waiting for (or buffering) the rest of it. The lexer's state survives between calls,
+//!    so feeding a stanza one byte at a time costs O(n) overall.
+//! 2. **Parse.** Only a complete construct is parsed, with quick-xml on exactly that slice, into an
+//!    [`Element`] (or a [`StreamHeader`]); namespaces are resolved here against the stream root's
+//!    declarations, entities are unescaped, and the bytes are consumed from the buffer.
+//!
+//! Every error is reported at a position determined by the bytes alone, so any chunking of the
+//! same input yields the same events and the same error.
 
 use crate::element::Element;
 use bytes::{Buf, BytesMut};
@@ -12,16 +22,20 @@ use quick_xml::events::{BytesStart, Event as QEvent};
 use quick_xml::XmlVersion;
 
 /// The XML namespace, bound to the `xml` prefix by definition.
-const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// The namespace of namespace declarations, which may never be bound to a prefix.
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Limits applied while framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest top-level element (stanza) in raw bytes, from its `<` to the end of its end tag.
+    /// Largest top-level element (stanza), counted in raw bytes from its '<' to the end of its end
+    /// tag. Default 256 KiB. The stream header and the XML declaration are bounded by it too.
     pub max_stanza_bytes: usize,
-    /// Deepest nesting inside a stanza (the stanza itself is depth 1).
+    /// Deepest nesting inside a stanza (the stanza itself is depth 1). Default 64.
     pub max_depth: usize,
-    /// Most attributes on one element (namespace declarations count).
+    /// Most attributes on one element (namespace declarations count). Default 64.
     pub max_attrs: usize,
 }
 
@@ -34,13 +48,13 @@ impl Default for Limits {
 /// The stream's root start tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
-    /// Local name of the root (should be `stream`).
+    /// Local name of the root element (should be "stream").
     pub name: String,
-    /// Resolved namespace of the root (should be `http://etherx.jabber.org/streams`).
+    /// Resolved namespace of the root element (should be `http://etherx.jabber.org/streams`).
     pub ns: String,
-    /// Default namespace declared on the root (`jabber:client`), if any.
+    /// Default namespace declared on the root (xmlns='jabber:client'), if any.
     pub default_ns: Option<String>,
-    /// Other attributes (to, from, version, id, xml:lang), keyed like [`Element::attrs`].
+    /// Other attributes (to, from, version, id, xml:lang), same key rules as [`Element::attrs`].
     pub attrs: Vec<(String, String)>,
 }
 
@@ -54,58 +68,79 @@ impl StreamHeader {
 /// What the framer produces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The root start tag arrived (after an optional XML declaration).
+    /// The stream's root start tag arrived (after an optional `<?xml ...?>` declaration).
     StreamOpen(StreamHeader),
-    /// A complete top-level child of the root, namespaces resolved in the root's context.
+    /// A complete top-level child of the root, namespaces resolved using the root's declarations
+    /// as context (so `<message/>` inside a stream with `xmlns='jabber:client'` gets ns
+    /// "jabber:client"; `<stream:features/>` gets the streams namespace).
     Stanza(Element),
-    /// The root's end tag arrived.
+    /// The root's end tag (`</stream:stream>`) arrived.
     StreamClose,
 }
 
-/// Why the stream cannot continue. Each maps to one RFC 6120 stream error.
+/// Why the stream cannot continue. Each variant maps to one RFC 6120 stream error.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum XmlError {
-    /// Not well-formed (or not namespace-well-formed) XML, invalid UTF-8, illegal characters,
-    /// text at stream level.
+    /// Not well-formed XML: mismatched/unknown end tag, bad syntax, undefined entity, unbound
+    /// prefix, invalid UTF-8, characters not allowed in XML 1.0, non-whitespace text at stream
+    /// level, junk before root.
     #[error("not well-formed: {0}")]
     NotWellFormed(String),
-    /// A construct RFC 6120 §11.1 forbids: comment, processing instruction, DTD, entity declaration.
+    /// Restricted XML (RFC 6120 §11.1): comment, processing instruction (other than the initial
+    /// XML declaration), DOCTYPE / DTD, entity declaration.
     #[error("restricted XML: {0}")]
     RestrictedXml(&'static str),
-    /// A limit was exceeded.
+    /// A limit was exceeded (size, depth, attribute count).
     #[error("policy violation: {0}")]
     PolicyViolation(String),
+}
+
+fn nwf(msg: impl Into<String>) -> XmlError {
+    XmlError::NotWellFormed(msg.into())
 }
 
 /// Lexer state at `pos`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lex {
-    /// Character data (or whitespace between stanzas).
+    /// Character data inside a stanza, or whitespace between constructs.
     Text,
     /// Just after `<`.
     Open,
-    /// Inside a start or end tag.
+    /// Inside a start tag or (`end`) an end tag.
     Tag {
-        /// `</…>`
+        /// `</…>`.
         end: bool,
         /// The quote character of the attribute value we are in, or 0.
         quote: u8,
-        /// Whether the last significant character was `/` (an empty-element tag).
+        /// Whether the last non-whitespace character was `/` (an empty-element tag).
         slash: bool,
+        /// Whether an attribute value closed just before `pos`, so whitespace, `/` or `>` must
+        /// follow.
+        after_value: bool,
     },
-    /// After `<!`, matching `[CDATA[` (count of bytes matched).
+    /// After `<!`, with this many bytes of `[CDATA[` matched.
     Bang(u8),
-    /// Inside CDATA; count of consecutive `]` seen (capped at 2).
+    /// Inside a CDATA section, with this many consecutive `]` just seen (capped at 2).
     CData(u8),
-    /// After `<?`, matching `xml` (count of bytes matched).
+    /// After `<?`, with this many bytes of `xml` matched.
     Pi(u8),
     /// Inside the XML declaration; whether the last byte was `?`.
     Decl(bool),
 }
 
-/// The incremental stream parser.
+/// What is remembered of the stream root while it is open.
+#[derive(Debug)]
+struct Root {
+    /// Its qualified name as written, to check its end tag.
+    qname: Vec<u8>,
+    /// Namespace declarations in scope at stream level: `xml`, then the root's own.
+    scope: Vec<(String, String)>,
+}
+
+/// The incremental stream parser. See the [module documentation](self).
+#[derive(Debug)]
 pub struct StreamParser {
-    /// Received, not yet consumed bytes.
+    /// Received, not yet consumed bytes. Index 0 is the first unconsumed byte.
     buf: BytesMut,
     /// Limits.
     limits: Limits,
@@ -113,25 +148,30 @@ pub struct StreamParser {
     pos: usize,
     /// Lexer state at `pos`.
     lex: Lex,
-    /// Element depth: 0 before the root, 1 inside the root, 2 inside a stanza, …
+    /// Open elements: 0 before the root, 1 inside the root, 2 inside a stanza, …
     depth: usize,
-    /// Where the current top-level construct (root tag or stanza) starts in `buf`.
+    /// Where the pending top-level construct (declaration, root tag, stanza, root end tag)
+    /// starts in `buf`; `None` between constructs.
     start: Option<usize>,
-    /// Where the tag being lexed starts in `buf`.
+    /// Where the markup being lexed (its `<`) starts in `buf`.
     tag_start: usize,
-    /// The root's qualified name, as written (to check its end tag).
-    root_qname: Option<String>,
-    /// Namespace declarations in scope at stream level (from the root), plus `xml`.
-    root_scope: Vec<(String, String)>,
-    /// Whether the root has been closed; only whitespace may follow.
+    /// The open root, once its start tag has been parsed.
+    root: Option<Root>,
+    /// Whether an XML declaration may still come (nothing but whitespace seen in this stream).
+    decl_allowed: bool,
+    /// Whether the root has been closed; only whitespace may follow (until a reset).
     closed: bool,
-    /// Names of the open elements inside the current stanza, concatenated, so a mismatched end
-    /// tag is refused at once instead of waiting for bytes that will never balance it.
-    open_names: String,
-    /// End offsets of each name in `open_names`.
-    open_ends: Vec<usize>,
+    /// Name ranges in `buf` of the open elements of the current stanza, so that a mismatched end
+    /// tag is refused at once rather than after waiting for bytes that can never balance it.
+    open: Vec<(usize, usize)>,
+    /// An event to hand out before scanning further (the close of an empty root).
+    pending: Option<Event>,
     /// The error that poisoned the parser.
     error: Option<XmlError>,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 impl StreamParser {
@@ -145,11 +185,11 @@ impl StreamParser {
             depth: 0,
             start: None,
             tag_start: 0,
-            root_qname: None,
-            root_scope: Vec::new(),
+            root: None,
+            decl_allowed: true,
             closed: false,
-            open_names: String::new(),
-            open_ends: Vec::new(),
+            open: Vec::new(),
+            pending: None,
             error: None,
         }
     }
@@ -159,435 +199,555 @@ impl StreamParser {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The internal buffer, for reading straight into it.
+    /// The internal buffer, so a caller can `read_buf` straight into it. Only append to it.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
-    /// Bytes received and not yet consumed by an event.
+    /// Bytes received but not yet consumed by an event.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()
     }
 
-    /// Stream restart (RFC 6120 §4.3.3): forget the root and expect a new header. Unconsumed
-    /// bytes stay buffered.
+    /// Stream restart (after STARTTLS / SASL success, RFC 6120 §4.3.3): forget the root and
+    /// expect a new header (optionally preceded by an XML declaration). Keeps unconsumed buffered
+    /// bytes; they are scanned again as the start of the new stream. A poisoned parser stays
+    /// poisoned.
     pub fn reset(&mut self) {
         self.pos = 0;
         self.lex = Lex::Text;
         self.depth = 0;
         self.start = None;
-        self.root_qname = None;
-        self.root_scope.clear();
+        self.tag_start = 0;
+        self.root = None;
+        self.decl_allowed = true;
         self.closed = false;
-        self.open_names.clear();
-        self.open_ends.clear();
-        self.error = None;
+        self.open.clear();
+        self.pending = None;
     }
 
-    fn fail<T>(&mut self, e: XmlError) -> Result<T, XmlError> {
-        self.error = Some(e.clone());
-        Err(e)
-    }
-
-    /// Consume `buf[..end]`, which must be where the lexer stands.
-    fn consume(&mut self, end: usize) {
-        self.buf.advance(end);
-        self.pos -= end;
-        self.tag_start = self.tag_start.saturating_sub(end);
-        self.start = None;
-    }
-
-    /// The next complete event; `Ok(None)` when more bytes are needed. After an error the
-    /// parser keeps returning it.
+    /// Next complete event, `Ok(None)` if more bytes are needed. After an `Err` the parser is
+    /// poisoned and keeps returning the same error. Never panics on any input.
     pub fn next_event(&mut self) -> Result<Option<Event>, XmlError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if let Some(ev) = self.pending.take() {
+            return Ok(Some(ev));
+        }
+        let result = self.scan();
+        if let Err(e) = &result {
+            self.error = Some(e.clone());
+        }
+        result
+    }
+
+    /// Consume `buf[..end]`; `end` is where the lexer stands after a complete construct.
+    fn consume(&mut self, end: usize) {
+        let end = end.min(self.buf.len());
+        self.buf.advance(end);
+        self.pos = self.pos.saturating_sub(end);
+        self.tag_start = self.tag_start.saturating_sub(end);
+        self.start = None;
+    }
+
+    /// Markup starts at `pos` (a `<`).
+    fn open_markup(&mut self) {
+        self.tag_start = self.pos;
+        self.lex = Lex::Open;
+        self.pos += 1;
+    }
+
+    /// Run the lexer until an event, an error, or the end of the buffer.
+    fn scan(&mut self) -> Result<Option<Event>, XmlError> {
+        if self.pos > self.buf.len() {
+            // Only possible if the caller shrank the buffer through `buffer_mut`.
+            return Err(nwf("buffered bytes were removed under the parser"));
+        }
         loop {
-            if self.pos >= self.buf.len() {
+            let len = self.buf.len();
+            if self.pos >= len {
                 if self.lex == Lex::Text && self.depth <= 1 && self.start.is_none() {
-                    // Whitespace between stanzas: drop it so the buffer does not grow.
-                    let end = self.pos;
-                    self.consume(end);
+                    // Whitespace between constructs: drop it so keepalives do not pile up.
+                    self.consume(self.pos);
                 }
                 return Ok(None);
             }
+            // The pending construct may not extend to index `cap`.
+            let cap = match self.start {
+                Some(s) => s.saturating_add(self.limits.max_stanza_bytes),
+                None => usize::MAX,
+            };
+            if self.pos >= cap {
+                return Err(XmlError::PolicyViolation(format!(
+                    "stanza larger than {} bytes",
+                    self.limits.max_stanza_bytes
+                )));
+            }
+            let end = len.min(cap);
             let b = self.buf[self.pos];
             match self.lex {
+                Lex::Text if self.depth >= 2 => {
+                    match self.buf[self.pos..end].iter().position(|&c| c == b'<') {
+                        Some(i) => {
+                            self.pos += i;
+                            self.open_markup();
+                        }
+                        None => self.pos = end,
+                    }
+                }
                 Lex::Text => {
                     if b == b'<' {
-                        self.tag_start = self.pos;
-                        if self.depth <= 1 {
-                            if self.closed {
-                                return self
-                                    .fail(XmlError::NotWellFormed("data after the stream closed".into()));
-                            }
-                            self.start = Some(self.pos);
+                        if self.closed {
+                            return Err(nwf("markup after the end of the stream"));
                         }
-                        self.lex = Lex::Open;
-                    } else if self.depth <= 1 && !matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-                        return self.fail(XmlError::NotWellFormed("text outside a stanza".into()));
+                        self.start = Some(self.pos);
+                        self.open_markup();
+                    } else if is_ws(b) {
+                        self.pos += 1;
+                    } else if self.closed {
+                        return Err(nwf("text after the end of the stream"));
+                    } else if self.depth == 0 {
+                        return Err(nwf("junk before the stream header"));
+                    } else {
+                        return Err(nwf("text outside a stanza"));
                     }
-                    self.pos += 1;
                 }
                 Lex::Open => {
-                    self.lex = match b {
-                        b'/' => Lex::Tag { end: true, quote: 0, slash: false },
-                        b'!' => Lex::Bang(0),
-                        b'?' => {
-                            if self.depth > 0 || self.root_qname.is_some() {
-                                return self.fail(XmlError::RestrictedXml("processing instruction"));
-                            }
-                            Lex::Pi(0)
-                        }
-                        _ => Lex::Tag { end: false, quote: 0, slash: false },
-                    };
                     self.pos += 1;
+                    self.lex = match b {
+                        b'/' => Lex::Tag { end: true, quote: 0, slash: false, after_value: false },
+                        b'!' => Lex::Bang(0),
+                        b'?' if self.depth == 0 && self.decl_allowed => Lex::Pi(0),
+                        b'?' => return Err(XmlError::RestrictedXml("processing instruction")),
+                        _ => Lex::Tag { end: false, quote: 0, slash: false, after_value: false },
+                    };
                 }
                 Lex::Bang(got) => {
+                    const CDATA: &[u8] = b"[CDATA[";
                     if got == 0 {
                         match b {
-                            b'-' => return self.fail(XmlError::RestrictedXml("comment")),
-                            b'D' | b'E' | b'A' | b'N' => {
-                                return self.fail(XmlError::RestrictedXml("document type declaration"))
-                            }
+                            b'-' => return Err(XmlError::RestrictedXml("comment")),
+                            b'D' => return Err(XmlError::RestrictedXml("document type declaration")),
+                            b'E' => return Err(XmlError::RestrictedXml("entity or element declaration")),
+                            b'A' | b'N' => return Err(XmlError::RestrictedXml("markup declaration")),
+                            b'[' if self.depth < 2 => return Err(nwf("CDATA section outside a stanza")),
                             b'[' => {}
-                            _ => return self.fail(XmlError::NotWellFormed("bad markup after <!".into())),
+                            _ => return Err(nwf("bad markup after '<!'")),
                         }
-                    } else if b != b"[CDATA["[got as usize] {
-                        return self.fail(XmlError::NotWellFormed("bad CDATA section".into()));
+                    } else if CDATA.get(usize::from(got)) != Some(&b) {
+                        return Err(nwf("bad CDATA section start"));
                     }
                     self.pos += 1;
-                    self.lex = if got + 1 == 7 {
-                        if self.depth < 2 {
-                            return self.fail(XmlError::NotWellFormed("CDATA outside a stanza".into()));
-                        }
-                        Lex::CData(0)
-                    } else {
-                        Lex::Bang(got + 1)
-                    };
+                    self.lex =
+                        if usize::from(got) + 1 == CDATA.len() { Lex::CData(0) } else { Lex::Bang(got + 1) };
                 }
-                Lex::CData(brackets) => {
-                    self.lex = match b {
-                        b']' => Lex::CData((brackets + 1).min(2)),
-                        b'>' if brackets == 2 => Lex::Text,
-                        _ => Lex::CData(0),
-                    };
-                    self.pos += 1;
+                Lex::CData(mut brackets) => {
+                    let mut i = self.pos;
+                    let mut done = false;
+                    while i < end {
+                        let c = self.buf[i];
+                        i += 1;
+                        if c == b'>' && brackets == 2 {
+                            done = true;
+                            break;
+                        }
+                        brackets = if c == b']' { (brackets + 1).min(2) } else { 0 };
+                    }
+                    self.pos = i;
+                    self.lex = if done { Lex::Text } else { Lex::CData(brackets) };
                 }
                 Lex::Pi(got) => {
-                    if got < 3 {
-                        if b != b"xml"[got as usize] {
-                            return self.fail(XmlError::RestrictedXml("processing instruction"));
+                    if let Some(&want) = b"xml".get(usize::from(got)) {
+                        if b != want {
+                            return Err(XmlError::RestrictedXml("processing instruction"));
                         }
                         self.lex = Lex::Pi(got + 1);
-                    } else if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                    } else if is_ws(b) {
                         self.lex = Lex::Decl(false);
                     } else {
-                        return self.fail(XmlError::RestrictedXml("processing instruction"));
+                        return Err(XmlError::RestrictedXml("processing instruction"));
                     }
                     self.pos += 1;
                 }
-                Lex::Decl(q) => {
+                Lex::Decl(question) => {
                     self.pos += 1;
-                    if b == b'>' && q {
+                    if b == b'>' && question {
                         self.lex = Lex::Text;
-                        let end = self.pos;
-                        self.consume(end);
+                        let start = self.start.unwrap_or(self.tag_start);
+                        check_decl(&self.buf[start..self.pos])?;
+                        self.decl_allowed = false;
+                        self.consume(self.pos);
                     } else {
                         self.lex = Lex::Decl(b == b'?');
                     }
                 }
-                Lex::Tag { end, quote, slash } => {
-                    self.pos += 1;
+                Lex::Tag { end: end_tag, quote, slash, after_value } => {
                     if quote != 0 {
-                        if b == quote {
-                            self.lex = Lex::Tag { end, quote: 0, slash: false };
-                        } else if b == b'<' {
-                            return self.fail(XmlError::NotWellFormed("'<' in an attribute value".into()));
+                        match self.buf[self.pos..end].iter().position(|&c| c == quote || c == b'<') {
+                            Some(i) => {
+                                self.pos += i;
+                                if self.buf[self.pos] == b'<' {
+                                    return Err(nwf("'<' in an attribute value"));
+                                }
+                                self.pos += 1;
+                                self.lex =
+                                    Lex::Tag { end: end_tag, quote: 0, slash: false, after_value: true };
+                            }
+                            None => self.pos = end,
                         }
-                    } else if b == b'"' || b == b'\'' {
-                        self.lex = Lex::Tag { end, quote: b, slash: false };
-                    } else if b == b'>' {
-                        self.lex = Lex::Text;
-                        if let Some(ev) = self.tag_complete(end, slash)? {
-                            return Ok(Some(ev));
-                        }
-                    } else if b == b'/' {
-                        self.lex = Lex::Tag { end, quote, slash: true };
-                    } else if !matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-                        self.lex = Lex::Tag { end, quote, slash: false };
+                        continue;
                     }
-                }
-            }
-            if let Some(s) = self.start {
-                if self.pos - s > self.limits.max_stanza_bytes {
-                    return self.fail(XmlError::PolicyViolation(format!(
-                        "stanza larger than {} bytes",
-                        self.limits.max_stanza_bytes
-                    )));
+                    if after_value && !(is_ws(b) || b == b'/' || b == b'>') {
+                        return Err(nwf("missing whitespace between attributes"));
+                    }
+                    self.pos += 1;
+                    let tag = |quote, slash| Lex::Tag { end: end_tag, quote, slash, after_value: false };
+                    match b {
+                        b'"' | b'\'' => self.lex = tag(b, false),
+                        b'>' => {
+                            self.lex = Lex::Text;
+                            if let Some(ev) = self.tag_complete(end_tag, slash)? {
+                                return Ok(Some(ev));
+                            }
+                        }
+                        b'/' => self.lex = tag(0, true),
+                        b'<' => return Err(nwf("'<' inside a tag")),
+                        _ if is_ws(b) => self.lex = tag(0, slash),
+                        _ => self.lex = tag(0, false),
+                    }
                 }
             }
         }
     }
 
-    /// A tag ended at `pos`. Returns an event when a top-level construct completed.
-    /// The element name of the tag that just ended at `pos` (starting at `tag_start`).
-    fn tag_name(&self, tag_start: usize, end_tag: bool) -> String {
-        let from = tag_start + if end_tag { 2 } else { 1 };
-        let bytes = &self.buf[from..self.pos];
-        let len = bytes
+    /// The name range of the start tag that just ended: from after `<` to whitespace, `/` or `>`.
+    fn start_tag_name(&self) -> (usize, usize) {
+        let from = self.tag_start + 1;
+        let to = self.buf[from..self.pos]
             .iter()
-            .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))
-            .unwrap_or(bytes.len());
-        String::from_utf8_lossy(&bytes[..len]).into_owned()
+            .position(|&c| is_ws(c) || c == b'/' || c == b'>')
+            .map_or(self.pos, |i| from + i);
+        (from, to)
     }
 
+    /// The name of the end tag that just ended, checking it is `</name S? >`.
+    fn end_tag_name(&self) -> Result<&[u8], XmlError> {
+        let tag = self.buf.get(self.tag_start + 2..self.pos.saturating_sub(1)).unwrap_or(&[]);
+        let len = tag.iter().position(|&c| is_ws(c)).unwrap_or(tag.len());
+        let (name, rest) = tag.split_at(len);
+        if name.is_empty() || !rest.iter().all(|&c| is_ws(c)) {
+            return Err(nwf(format!("malformed end tag </{}>", String::from_utf8_lossy(tag))));
+        }
+        Ok(name)
+    }
+
+    /// A tag ended at `pos` (just after its `>`). Returns an event when it completed a
+    /// top-level construct.
     fn tag_complete(&mut self, end_tag: bool, empty: bool) -> Result<Option<Event>, XmlError> {
-        let end = self.pos;
-        let tag_start = self.tag_start;
-        if self.depth >= 2 && !empty {
-            let name = self.tag_name(tag_start, end_tag);
-            if end_tag {
-                let from = self.open_ends.len().checked_sub(2).map(|i| self.open_ends[i]).unwrap_or(0);
-                let open = self.open_names.get(from..).unwrap_or("");
-                if open != name {
-                    return self.fail(XmlError::NotWellFormed(format!("</{name}> does not close <{open}>")));
-                }
-                self.open_names.truncate(from);
-                self.open_ends.pop();
-            } else {
-                self.open_names.push_str(&name);
-                self.open_ends.push(self.open_names.len());
-            }
-        } else if self.depth == 1 && !end_tag && !empty {
-            let name = self.tag_name(tag_start, false);
-            self.open_names.clear();
-            self.open_ends.clear();
-            self.open_names.push_str(&name);
-            self.open_ends.push(self.open_names.len());
-        }
+        let tag_end = self.pos;
         if end_tag {
-            match self.depth {
-                0 => return self.fail(XmlError::NotWellFormed("end tag before the stream header".into())),
-                1 => {
-                    let start = self.start.unwrap_or(0);
-                    let raw = self.buf[start..end].to_vec();
-                    let name = std::str::from_utf8(&raw[2..raw.len() - 1]).unwrap_or("").trim();
-                    if Some(name) != self.root_qname.as_deref() {
-                        return self.fail(XmlError::NotWellFormed(format!("unexpected end tag </{name}>")));
-                    }
-                    self.consume(end);
-                    self.depth = 0;
-                    self.closed = true;
-                    return Ok(Some(Event::StreamClose));
-                }
-                2 => {
-                    self.depth = 1;
-                    return self.stanza_complete(end).map(Some);
-                }
-                _ => {
-                    self.depth -= 1;
-                    return Ok(None);
-                }
-            }
-        }
-        if empty {
+            let name = self.end_tag_name()?;
             return match self.depth {
-                0 => self.fail(XmlError::NotWellFormed("the stream root cannot be empty".into())),
-                1 => self.stanza_complete(end).map(Some),
-                _ => Ok(None),
+                0 => Err(nwf("end tag before the stream header")),
+                1 => {
+                    let root = self.root.as_ref().map(|r| r.qname.as_slice()).unwrap_or(&[]);
+                    if name != root {
+                        return Err(nwf(format!(
+                            "unexpected end tag </{}> at stream level",
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
+                    self.consume(tag_end);
+                    self.depth = 0;
+                    self.root = None;
+                    self.closed = true;
+                    Ok(Some(Event::StreamClose))
+                }
+                depth => {
+                    let open = self.open.last().and_then(|&(a, b)| self.buf.get(a..b)).unwrap_or(&[]);
+                    if name != open {
+                        return Err(nwf(format!(
+                            "</{}> does not close <{}>",
+                            String::from_utf8_lossy(name),
+                            String::from_utf8_lossy(open)
+                        )));
+                    }
+                    self.open.pop();
+                    self.depth = depth - 1;
+                    if self.depth == 1 {
+                        self.stanza_complete(tag_end).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }
             };
         }
         match self.depth {
             0 => {
-                let start = self.start.unwrap_or(0);
-                let header = self.parse_header(start, end)?;
-                self.consume(end);
-                self.depth = 1;
+                let start = self.start.unwrap_or(self.tag_start);
+                let (header, root) = parse_header(&self.buf[start..tag_end], &self.limits)?;
+                self.consume(tag_end);
+                self.decl_allowed = false;
+                if empty {
+                    // `<stream:stream .../>`: a stream that opens and closes at once.
+                    self.closed = true;
+                    self.pending = Some(Event::StreamClose);
+                } else {
+                    self.depth = 1;
+                    self.root = Some(root);
+                }
                 Ok(Some(Event::StreamOpen(header)))
             }
-            d => {
-                self.depth = d + 1;
-                if self.depth - 1 > self.limits.max_depth {
-                    return self.fail(XmlError::PolicyViolation(format!(
+            depth => {
+                // This element sits at stanza depth `depth` (the stanza itself is 1).
+                if depth > self.limits.max_depth {
+                    return Err(XmlError::PolicyViolation(format!(
                         "nesting deeper than {}",
                         self.limits.max_depth
                     )));
                 }
+                if empty {
+                    return if depth == 1 { self.stanza_complete(tag_end).map(Some) } else { Ok(None) };
+                }
+                let name = self.start_tag_name();
+                self.open.push(name);
+                self.depth = depth + 1;
                 Ok(None)
             }
         }
     }
 
+    /// The stanza ending at `end` is complete: parse and consume it.
     fn stanza_complete(&mut self, end: usize) -> Result<Event, XmlError> {
         let start = self.start.unwrap_or(0);
-        let parsed =
-            checked_str(&self.buf[start..end]).and_then(|s| parse_element(s, &self.root_scope, &self.limits));
-        match parsed {
-            Ok(e) => {
-                self.consume(end);
-                Ok(Event::Stanza(e))
-            }
-            Err(e) => self.fail(e),
-        }
-    }
-
-    fn parse_header(&mut self, start: usize, end: usize) -> Result<StreamHeader, XmlError> {
-        let parsed = checked_str(&self.buf[start..end]).and_then(|s| {
-            let mut reader = quick_xml::Reader::from_str(s);
-            match reader.read_event() {
-                Ok(QEvent::Start(bs)) => {
-                    let mut scope = vec![("xml".to_owned(), XML_NS.to_owned())];
-                    let (el, qname) = build(&bs, &mut scope, &self.limits)?;
-                    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
-                    Ok((StreamHeader { name: el.name, ns: el.ns, default_ns, attrs: el.attrs }, qname, scope))
-                }
-                Ok(_) => Err(XmlError::NotWellFormed("expected a stream header".into())),
-                Err(e) => Err(XmlError::NotWellFormed(e.to_string())),
-            }
-        });
-        match parsed {
-            Ok((header, qname, scope)) => {
-                self.root_qname = Some(qname);
-                self.root_scope = scope;
-                Ok(header)
-            }
-            Err(e) => self.fail(e),
-        }
+        let scope = self.root.as_ref().map(|r| r.scope.as_slice()).unwrap_or(&[]);
+        let element = parse_stanza(&self.buf[start..end], scope, &self.limits)?;
+        self.consume(end);
+        self.open.clear();
+        Ok(Event::Stanza(element))
     }
 }
 
-/// UTF-8 with no characters XML 1.0 forbids (controls other than TAB, LF, CR).
+/// UTF-8 with no character XML 1.0 forbids.
 fn checked_str(bytes: &[u8]) -> Result<&str, XmlError> {
-    if let Some(b) = bytes.iter().find(|b| **b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
-        return Err(XmlError::NotWellFormed(format!("character 0x{b:02x} is not allowed")));
+    if let Some(b) = bytes.iter().find(|&&b| b < 0x20 && !is_ws(b)) {
+        return Err(nwf(format!("character U+{b:04X} is not allowed in XML")));
     }
-    let s = std::str::from_utf8(bytes).map_err(|_| XmlError::NotWellFormed("invalid UTF-8".into()))?;
-    if s.contains(['\u{FFFE}', '\u{FFFF}']) {
-        return Err(XmlError::NotWellFormed("non-character in input".into()));
+    let s = std::str::from_utf8(bytes).map_err(|_| nwf("invalid UTF-8"))?;
+    if let Some(c) = s.chars().find(|&c| !is_xml_char(c)) {
+        return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
     }
     Ok(s)
 }
 
-/// Whether `c` is a character XML 1.0 allows (§2.2).
+/// Whether `c` is a character XML 1.0 allows (§2.2 Char).
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// XML 1.0 (5th edition) NameStartChar, without `:`.
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML 1.0 (5th edition) NameChar, without `:`.
+fn is_name_char(c: char) -> bool {
+    is_name_start_char(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+/// Namespaces in XML's NCName.
+fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+}
+
+/// Split a QName into (prefix, local part); the prefix is "" when there is none.
+fn split_qname(s: &str) -> Result<(&str, &str), XmlError> {
+    let (prefix, local) = s.split_once(':').unwrap_or(("", s));
+    if (prefix.is_empty() && s.contains(':'))
+        || (!prefix.is_empty() && !is_ncname(prefix))
+        || !is_ncname(local)
+    {
+        return Err(nwf(format!("bad name '{s}'")));
+    }
+    Ok((prefix, local))
 }
 
 fn lookup<'a>(scope: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
     scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
 }
 
-/// Build an element (no children) from a start tag, pushing its namespace declarations onto
-/// `scope`. Returns the element and its qualified name as written.
-fn build(
+/// Check an XML declaration (`<?xml version='1.0' encoding='UTF-8'?>`).
+fn check_decl(raw: &[u8]) -> Result<(), XmlError> {
+    let s = checked_str(raw)?;
+    let mut reader = quick_xml::Reader::from_str(s);
+    match reader.read_event() {
+        Ok(QEvent::Decl(decl)) => {
+            let version = decl.version().map_err(|e| nwf(format!("bad XML declaration: {e}")))?;
+            let digits = version.strip_prefix("1.").unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(nwf(format!("unsupported XML version {version}")));
+            }
+            if let Some(encoding) = decl.encoding() {
+                let encoding = encoding.map_err(|e| nwf(format!("bad XML declaration: {e}")))?;
+                if !encoding.eq_ignore_ascii_case("UTF-8") {
+                    return Err(nwf(format!("unsupported encoding {encoding}")));
+                }
+            }
+            Ok(())
+        }
+        Ok(_) => Err(nwf("bad XML declaration")),
+        Err(e) => Err(nwf(e.to_string())),
+    }
+}
+
+/// Build an element (without children) from a start tag, pushing its namespace declarations
+/// onto `scope`. Returns the element and its qualified name as written.
+fn start_element(
     bs: &BytesStart<'_>,
     scope: &mut Vec<(String, String)>,
     limits: &Limits,
-) -> Result<(Element, String), XmlError> {
-    let qname = bs.name().as_ref().to_owned();
+) -> Result<(Element, Vec<u8>), XmlError> {
+    let qname = bs.name();
+    let (prefix, local) = split_qname(qname.as_ref())?;
     let mut plain: Vec<(String, String)> = Vec::new();
-    let mut count = 0usize;
-    for attr in bs.attributes() {
-        let attr = attr.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-        count += 1;
-        if count > limits.max_attrs {
+    for (count, attr) in bs.attributes().enumerate() {
+        if count >= limits.max_attrs {
             return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
         }
-        let key = attr.key.as_ref().to_owned();
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?
-            .into_owned();
-        if !value.chars().all(is_xml_char) {
-            return Err(XmlError::NotWellFormed("illegal character in an attribute".into()));
+        let attr = attr.map_err(|e| nwf(e.to_string()))?;
+        let key = attr.key.as_ref();
+        let (key_prefix, key_local) = split_qname(key)?;
+        let value =
+            attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?.into_owned();
+        if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
+            return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
         }
-        if key == "xmlns" {
-            scope.push((String::new(), value));
-        } else if let Some(p) = key.strip_prefix("xmlns:") {
-            if p == "xmlns" || (p == "xml" && value != XML_NS) || value.is_empty() {
-                return Err(XmlError::NotWellFormed(format!("bad namespace declaration for {p}")));
+        match (key_prefix, key_local) {
+            ("", "xmlns") => {
+                if value == XML_NS || value == XMLNS_NS {
+                    return Err(nwf(format!("{value} cannot be the default namespace")));
+                }
+                scope.push((String::new(), value));
             }
-            scope.push((p.to_owned(), value));
-        } else {
-            plain.push((key, value));
+            ("xmlns", p) => {
+                let reserved = p == "xmlns" || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
+                if reserved || value.is_empty() {
+                    return Err(nwf(format!("bad namespace declaration xmlns:{p}='{value}'")));
+                }
+                scope.push((p.to_owned(), value));
+            }
+            _ => plain.push((key.to_owned(), value)),
         }
     }
-    let (prefix, local) = match qname.split_once(':') {
-        Some((p, l)) => (p, l),
-        None => ("", qname.as_str()),
-    };
     let ns = match lookup(scope, prefix) {
-        Some(u) => u.to_owned(),
+        Some(uri) => uri.to_owned(),
         None if prefix.is_empty() => String::new(),
-        None => return Err(XmlError::NotWellFormed(format!("unbound prefix {prefix}"))),
+        None => return Err(nwf(format!("unbound prefix '{prefix}'"))),
     };
-    let mut el = Element::new(local, ns);
-    for (k, v) in plain {
-        match k.split_once(':') {
-            None => el.attrs.push((k, v)),
-            Some(("xml", _)) => el.attrs.push((k, v)),
+    if ns == XML_NS {
+        return Err(nwf("elements cannot be in the XML namespace"));
+    }
+    let mut element = Element::new(local, ns);
+    for (key, value) in plain {
+        match key.split_once(':') {
+            None => element.attrs.push((key, value)),
+            Some(("xml", _)) => element.attrs.push((key, value)),
             Some((p, _)) => {
                 if lookup(scope, p).is_none() {
-                    return Err(XmlError::NotWellFormed(format!("unbound prefix {p}")));
+                    return Err(nwf(format!("unbound prefix '{p}'")));
                 }
-                // Attributes in foreign namespaces are not used by XMPP core; dropped.
+                // Attributes in other namespaces carry nothing XMPP core uses: dropped.
             }
         }
     }
-    Ok((el, qname))
+    Ok((element, qname.as_ref().as_bytes().to_vec()))
 }
 
-/// Parse one complete element in the context of the stream's namespace declarations.
-fn parse_element(s: &str, root_scope: &[(String, String)], limits: &Limits) -> Result<Element, XmlError> {
+/// Parse a complete root start tag into the header and what is kept of the root.
+fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), XmlError> {
+    let s = checked_str(raw)?;
+    let mut reader = quick_xml::Reader::from_str(s);
+    let bs = match reader.read_event() {
+        Ok(QEvent::Start(bs)) | Ok(QEvent::Empty(bs)) => bs,
+        Ok(_) => return Err(nwf("expected the stream header")),
+        Err(e) => return Err(nwf(e.to_string())),
+    };
+    let mut scope = vec![("xml".to_owned(), XML_NS.to_owned())];
+    let (element, qname) = start_element(&bs, &mut scope, limits)?;
+    if usize::try_from(reader.buffer_position()).ok() != Some(s.len()) {
+        return Err(nwf("malformed stream header"));
+    }
+    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
+    let header = StreamHeader { name: element.name, ns: element.ns, default_ns, attrs: element.attrs };
+    Ok((header, Root { qname, scope }))
+}
+
+/// Parse one complete element in the context of the stream root's namespace declarations.
+fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) -> Result<Element, XmlError> {
+    let s = checked_str(raw)?;
     let mut reader = quick_xml::Reader::from_str(s);
     let mut scope: Vec<(String, String)> = root_scope.to_vec();
-    // (element, scope length before its declarations)
+    // Open elements, each with the scope length before its own declarations.
     let mut stack: Vec<(Element, usize)> = Vec::new();
-    let bad = |e: quick_xml::Error| XmlError::NotWellFormed(e.to_string());
+    let finished = |element: Element, reader: &quick_xml::Reader<&[u8]>| {
+        if usize::try_from(reader.buffer_position()).ok() == Some(s.len()) {
+            Ok(element)
+        } else {
+            Err(nwf("malformed stanza"))
+        }
+    };
     loop {
-        let ev = reader.read_event().map_err(bad)?;
-        match ev {
+        let event = reader.read_event().map_err(|e| nwf(e.to_string()))?;
+        match event {
             QEvent::Start(bs) => {
                 let mark = scope.len();
-                let (el, _) = build(&bs, &mut scope, limits)?;
-                stack.push((el, mark));
+                let (element, _) = start_element(&bs, &mut scope, limits)?;
+                stack.push((element, mark));
             }
             QEvent::Empty(bs) => {
                 let mark = scope.len();
-                let (el, _) = build(&bs, &mut scope, limits)?;
+                let (element, _) = start_element(&bs, &mut scope, limits)?;
                 scope.truncate(mark);
                 match stack.last_mut() {
-                    Some((parent, _)) => parent.append_child(el),
-                    None => return Ok(el),
+                    Some((parent, _)) => parent.append_child(element),
+                    None => return finished(element, &reader),
                 }
             }
             QEvent::End(_) => {
-                let Some((el, mark)) = stack.pop() else {
-                    return Err(XmlError::NotWellFormed("unbalanced end tag".into()));
+                let Some((element, mark)) = stack.pop() else {
+                    return Err(nwf("unbalanced end tag"));
                 };
                 scope.truncate(mark);
                 match stack.last_mut() {
-                    Some((parent, _)) => parent.append_child(el),
-                    None => return Ok(el),
+                    Some((parent, _)) => parent.append_child(element),
+                    None => return finished(element, &reader),
                 }
             }
-            QEvent::Text(t) => {
-                let text = t.xml10_content();
-                if let Some((parent, _)) = stack.last_mut() {
-                    parent.append_text(text.into_owned());
+            QEvent::Text(text) => {
+                if text.contains("]]>") {
+                    return Err(nwf("']]>' in character data"));
                 }
+                let Some((parent, _)) = stack.last_mut() else {
+                    return Err(nwf("text outside the stanza"));
+                };
+                parent.append_text(text.xml10_content());
             }
-            QEvent::CData(c) => {
-                let text = c.xml10_content();
-                if let Some((parent, _)) = stack.last_mut() {
-                    parent.append_text(text.into_owned());
-                }
+            QEvent::CData(cdata) => {
+                let Some((parent, _)) = stack.last_mut() else {
+                    return Err(nwf("CDATA outside the stanza"));
+                };
+                parent.append_text(cdata.xml10_content());
             }
             QEvent::GeneralRef(r) => {
                 let c = if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(bad)?.filter(|c| is_xml_char(*c))
+                    r.resolve_char_ref().ok().flatten().filter(|&c| is_xml_char(c))
                 } else {
                     match &*r {
                         "lt" => Some('<'),
@@ -599,16 +759,17 @@ fn parse_element(s: &str, root_scope: &[(String, String)], limits: &Limits) -> R
                     }
                 };
                 let Some(c) = c else {
-                    return Err(XmlError::NotWellFormed(format!("undefined entity &{};", &*r)));
+                    return Err(nwf(format!("undefined or illegal reference &{};", &*r)));
                 };
-                if let Some((parent, _)) = stack.last_mut() {
-                    parent.append_text(c.to_string());
-                }
+                let Some((parent, _)) = stack.last_mut() else {
+                    return Err(nwf("reference outside the stanza"));
+                };
+                parent.append_text(c);
             }
             QEvent::Comment(_) => return Err(XmlError::RestrictedXml("comment")),
             QEvent::PI(_) | QEvent::Decl(_) => return Err(XmlError::RestrictedXml("processing instruction")),
             QEvent::DocType(_) => return Err(XmlError::RestrictedXml("document type declaration")),
-            QEvent::Eof => return Err(XmlError::NotWellFormed("truncated element".into())),
+            QEvent::Eof => return Err(nwf("truncated stanza")),
         }
     }
 }

@@ -11,6 +11,10 @@ use starling_xml::Element;
 pub enum ToClient {
     /// A stanza to write to the stream.
     Stanza(Element),
+    /// A stanza already serialized self-contained in the `jabber:client` namespace (as written by
+    /// [`Element::to_bytes`]), e.g. as it arrived over a cluster link: a client stream writes the
+    /// bytes as they are, without parsing them again.
+    Raw(Vec<u8>),
     /// Close the stream with this error (e.g. `conflict` when a newer session took the resource).
     Close(StreamError),
 }

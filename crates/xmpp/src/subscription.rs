@@ -1,14 +1,21 @@
-//! The RFC 6121 subscription state machine (§3 and Appendix A) as pure functions.
+//! The RFC 6121 presence subscription state machine (§3 and Appendix A) as pure functions.
 //!
-//! A state is the `subscription` attribute plus the two pending flags of Appendix A ("Pending
-//! Out" = `ask='subscribe'`, "Pending In" = an unanswered request from the contact) and the
-//! pre-approval flag of §3.4. [`outbound`] is what the user's server does when the user sends a
-//! subscription stanza; [`inbound`] is what it does when one arrives from the contact.
+//! A contact's state, from the user's point of view, is the `subscription` attribute plus the two
+//! pending flags of Appendix A.1 ("Pending Out" = the user asked the contact, shown as
+//! `ask='subscribe'`; "Pending In" = the contact asked the user and has no answer yet) and the
+//! pre-approval flag of §3.4 (shown as `approved='true'`). Together they give Appendix A.1's
+//! nine states, plus pre-approval on the three states that allow it ("None", "None + Pending
+//! Out", "To").
+//!
+//! [`outbound`] is what the user's server does when the user sends a subscription stanza to the
+//! contact (Appendix A.2); [`inbound`] is what it does when one arrives from the contact
+//! (Appendix A.3). Starling supports pre-approval (§3.4), so an outbound "subscribed" without a
+//! pending request is noted rather than dropped.
 
-/// The `subscription` attribute (RFC 6121 §2.1.2.5).
+/// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Subscription {
-    /// Neither direction.
+    /// Neither side receives the other's presence.
     #[default]
     None,
     /// The user receives the contact's presence.
@@ -17,12 +24,13 @@ pub enum Subscription {
     From,
     /// Both directions.
     Both,
-    /// Only in roster sets and pushes: remove the item.
+    /// Only in roster sets and pushes: the item is (to be) removed (§2.5). Never a stored state;
+    /// [`outbound`] and [`inbound`] read it as [`Subscription::None`].
     Remove,
 }
 
 impl Subscription {
-    /// Attribute value.
+    /// The attribute value: `"none"`, `"to"`, `"from"`, `"both"` or `"remove"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Subscription::None => "none",
@@ -33,7 +41,7 @@ impl Subscription {
         }
     }
 
-    /// Parse an attribute value.
+    /// Parse an attribute value (exact, case-sensitive as in the schema, RFC 6121 Appendix D).
     pub fn parse(s: &str) -> Option<Subscription> {
         match s {
             "none" => Some(Subscription::None),
@@ -45,12 +53,12 @@ impl Subscription {
         }
     }
 
-    /// The user is subscribed to the contact's presence.
+    /// The user is subscribed to the contact's presence ("to" or "both").
     pub fn has_to(self) -> bool {
         matches!(self, Subscription::To | Subscription::Both)
     }
 
-    /// The contact is subscribed to the user's presence.
+    /// The contact is subscribed to the user's presence ("from" or "both").
     pub fn has_from(self) -> bool {
         matches!(self, Subscription::From | Subscription::Both)
     }
@@ -65,34 +73,38 @@ impl Subscription {
     }
 }
 
-/// A contact's full subscription state (Appendix A's nine states plus pre-approval).
+/// A contact's full subscription state: RFC 6121 Appendix A.1's nine states, plus pre-approval
+/// (§3.4).
+///
+/// The states the functions here produce keep Appendix A's invariants: `pending_out` only
+/// without "to", `pending_in` and `preapproved` only without "from", never `Remove`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SubState {
     /// The subscription attribute.
     pub subscription: Subscription,
-    /// The user asked the contact and has no answer yet (`ask='subscribe'`); only without 'to'.
+    /// "Pending Out": the user asked the contact and has no answer yet (`ask='subscribe'`).
     pub pending_out: bool,
-    /// The contact asked the user and has no answer yet; only without 'from'.
+    /// "Pending In": the contact asked the user and the user has not answered yet.
     pub pending_in: bool,
-    /// The user pre-approved a future request from the contact (§3.4); only without 'from'.
+    /// The user pre-approved a future request from the contact (§3.4, `approved='true'`).
     pub preapproved: bool,
 }
 
-/// The four subscription presence types.
+/// The four subscription-related presence types (RFC 6121 §3, §4.7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubKind {
-    /// Request a subscription.
+    /// Request a subscription to the other's presence (§3.1).
     Subscribe,
-    /// Approve a subscription.
+    /// Approve the other's subscription request, or pre-approve one (§3.1.5, §3.4).
     Subscribed,
-    /// Cancel one's own subscription.
+    /// Cancel one's own subscription to the other's presence (§3.3).
     Unsubscribe,
-    /// Deny or cancel the other's subscription.
+    /// Deny the other's request or cancel the other's subscription (§3.2).
     Unsubscribed,
 }
 
 impl SubKind {
-    /// Parse a presence 'type'.
+    /// The kind for a presence 'type' attribute; `None` for any other type.
     pub fn parse(presence_type: &str) -> Option<SubKind> {
         match presence_type {
             "subscribe" => Some(SubKind::Subscribe),
@@ -103,7 +115,7 @@ impl SubKind {
         }
     }
 
-    /// The presence 'type'.
+    /// The presence 'type' attribute value.
     pub fn as_str(self) -> &'static str {
         match self {
             SubKind::Subscribe => "subscribe",
@@ -114,29 +126,33 @@ impl SubKind {
     }
 }
 
-/// What to do after processing.
+/// The result of processing a subscription stanza: what the caller has to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// The new state (the old one if unchanged).
+    /// The new state (equal to the old one if unchanged).
     pub state: SubState,
-    /// The state changed: store it and push the item.
+    /// The state changed: store it and send a roster push (for the user side, the item must be
+    /// created if absent — except that a bare "None + Pending In" is not shown in the roster
+    /// until the user approves, Appendix A.1 state 3).
     pub changed: bool,
-    /// Outbound: route the stanza to the contact. Inbound: deliver it to the user's available
-    /// resources (an inbound subscribe for an offline user stays recorded as pending-in).
+    /// Outbound: route the stanza to the contact ("ROUTE?" of Appendix A.2). Inbound: deliver it
+    /// to the user's available resources, or keep it for delivery at the next login for an
+    /// inbound subscribe ("DELIVER?" of Appendix A.3; §3.1.3).
     pub forward: bool,
-    /// Inbound subscribe only: answer `subscribed` on the user's behalf (already approved, or
-    /// pre-approved — §3.1.3).
+    /// Inbound "subscribe" only: answer "subscribed" on the user's behalf, because the contact
+    /// already has "from"/"both" (Appendix A.3.1 note 2; §3.1.3) or was pre-approved (§3.4.2,
+    /// Appendix A.3.1 note 1).
     pub auto_reply_subscribed: bool,
 }
 
-/// Working form: the four flags.
+/// The state as independent flags.
 #[derive(Clone, Copy)]
 struct Flags {
     to: bool,
     from: bool,
-    out: bool,
-    inn: bool,
-    pre: bool,
+    pending_out: bool,
+    pending_in: bool,
+    preapproved: bool,
 }
 
 impl Flags {
@@ -144,116 +160,147 @@ impl Flags {
         Flags {
             to: s.subscription.has_to(),
             from: s.subscription.has_from(),
-            out: s.pending_out,
-            inn: s.pending_in,
-            pre: s.preapproved,
+            pending_out: s.pending_out,
+            pending_in: s.pending_in,
+            preapproved: s.preapproved,
         }
     }
 
+    /// Back to a state, enforcing Appendix A.1's invariants: a request is no longer pending once
+    /// it is granted, and a pre-approval is used up by the subscription it approved.
     fn state(self) -> SubState {
         SubState {
             subscription: Subscription::from_flags(self.to, self.from),
-            // Invariants of Appendix A: no pending-out with 'to', no pending-in or pre-approval with 'from'.
-            pending_out: self.out && !self.to,
-            pending_in: self.inn && !self.from,
-            preapproved: self.pre && !self.from,
+            pending_out: self.pending_out && !self.to,
+            pending_in: self.pending_in && !self.from,
+            preapproved: self.preapproved && !self.from,
         }
     }
 }
 
-fn outcome(old: SubState, new: Flags, forward: bool, auto: bool) -> Outcome {
+fn outcome(old: SubState, new: Flags, forward: bool, auto_reply_subscribed: bool) -> Outcome {
     let state = new.state();
-    Outcome { state, changed: state != old, forward, auto_reply_subscribed: auto }
+    Outcome { state, changed: state != old, forward, auto_reply_subscribed }
 }
 
-/// The user sends `kind` to the contact (Appendix A.2; §3.1.2, §3.2.2, §3.3.2, §3.4).
+/// The user sends a subscription stanza of `kind` to the contact; `state` is the user's current
+/// state for the contact ([`SubState::default`] if there is no roster item). RFC 6121 Appendix
+/// A.2, §3.1.2, §3.2.2, §3.3.2, §3.4.2:
+///
+/// - subscribe (Table 2, §3.1.2): always routed; sets Pending Out unless already "to"/"both".
+/// - unsubscribe (Table 3, §3.3.2): always routed; clears "to" and Pending Out.
+/// - subscribed (Table 4, §3.1.5, §3.4.2): with Pending In, grants "from" and is routed; with
+///   "from" already, silently ignored; otherwise noted as a pre-approval and not routed.
+/// - unsubscribed (Table 5, §3.2.2): with "from" or Pending In, clears both and is routed;
+///   otherwise not routed (SHOULD NOT) but still cancels a pre-approval (§3.4 note).
 pub fn outbound(state: SubState, kind: SubKind) -> Outcome {
     let mut f = Flags::of(state);
     match kind {
-        // A.2.1: ask, unless already subscribed. Re-sent requests are routed again (the
-        // contact may have lost the first).
         SubKind::Subscribe => {
+            // A.2.1: the stanza MUST be routed in every state (a resent request may be
+            // needed if the contact's server lost the first; it auto-replies if subscribed).
             if !f.to {
-                f.out = true;
+                f.pending_out = true;
             }
-            outcome(state, f, !f.to, false)
+            outcome(state, f, true, false)
         }
-        // A.2.2: cancel 'to' or the pending request.
         SubKind::Unsubscribe => {
-            let forward = f.to || f.out;
+            // A.2.2: MUST route in every state.
             f.to = false;
-            f.out = false;
-            outcome(state, f, forward, false)
+            f.pending_out = false;
+            outcome(state, f, true, false)
         }
-        // A.2.3 / §3.4: approve a pending request, or pre-approve one not yet received.
         SubKind::Subscribed => {
             if f.from {
+                // A.2.3 "From", "From + Pending Out", "Both": no state change, MUST NOT route
+                // (§3.4.2 rule 1: silently ignore).
                 outcome(state, f, false, false)
-            } else if f.inn {
+            } else if f.pending_in {
+                // A.2.3 "None + Pending In" -> "From", "None + Pending Out+In" -> "From + Pending
+                // Out", "To + Pending In" -> "Both": MUST route (§3.1.5, §3.4.2 rule 2).
                 f.from = true;
-                f.inn = false;
-                f.pre = false;
+                f.pending_in = false;
+                f.preapproved = false;
                 outcome(state, f, true, false)
             } else {
-                f.pre = true;
+                // A.2.3 "None", "None + Pending Out", "To": pre-approval, MUST NOT route
+                // (§3.4.2 rules 3 and 4).
+                f.preapproved = true;
                 outcome(state, f, false, false)
             }
         }
-        // A.2.4: deny a pending request, cancel 'from', or withdraw a pre-approval.
         SubKind::Unsubscribed => {
-            let forward = f.from || f.inn;
+            // A.2.4: MUST route where "from" or Pending In is cleared; S.N. elsewhere, where only
+            // a pre-approval can be cancelled (note 1, §3.4).
+            let forward = f.from || f.pending_in;
             f.from = false;
-            f.inn = false;
-            f.pre = false;
+            f.pending_in = false;
+            f.preapproved = false;
             outcome(state, f, forward, false)
         }
     }
 }
 
-/// `kind` arrives from the contact (Appendix A.3; §3.1.3, §3.1.6, §3.2.3, §3.3.3).
+/// A subscription stanza of `kind` arrives from the contact for the user; `state` is the user's
+/// current state for the contact ([`SubState::default`] if there is no roster item). RFC 6121
+/// Appendix A.3, §3.1.3, §3.1.6, §3.2.3, §3.3.3:
+///
+/// - subscribe (Table 6, §3.1.3): with "from" already, not delivered and auto-answered; if
+///   pre-approved, grants "from" at once and is auto-answered (§3.4.2); a repeated request while
+///   Pending In is not delivered again; otherwise sets Pending In and is delivered.
+/// - unsubscribe (Table 7, §3.3.3): clears "from" and Pending In; delivered only if that changed
+///   anything. When `changed`, the caller SHOULD also auto-reply "unsubscribed" (Table 7 note 1)
+///   and send unavailable presence from the user's resources to the contact (§3.3.3).
+/// - subscribed (Table 8, §3.1.6): grants "to" only when Pending Out; otherwise ignored and not
+///   delivered.
+/// - unsubscribed (Table 9, §3.2.3): clears "to" and Pending Out; delivered only if that changed
+///   anything.
 pub fn inbound(state: SubState, kind: SubKind) -> Outcome {
     let mut f = Flags::of(state);
     match kind {
-        // A.3.1
         SubKind::Subscribe => {
             if f.from {
-                // Already approved: answer for the user, do not bother them.
+                // A.3.1 "From", "From + Pending Out", "Both": no state change, S.N. deliver,
+                // SHOULD auto-reply "subscribed" (note 2).
                 outcome(state, f, false, true)
-            } else if f.pre {
-                // §3.4: pre-approved: becomes 'from' at once.
+            } else if f.preapproved {
+                // A.3.1 note 1 / §3.4.2: pre-approved: "from" at once, auto-reply, and the user
+                // is not asked.
                 f.from = true;
-                f.pre = false;
-                f.inn = false;
                 outcome(state, f, false, true)
-            } else if f.inn {
+            } else if f.pending_in {
+                // A.3.1 "None + Pending In", "None + Pending Out+In", "To + Pending In": no state
+                // change, S.N. deliver.
                 outcome(state, f, false, false)
             } else {
-                f.inn = true;
+                // A.3.1 "None" -> "None + Pending In", "None + Pending Out" -> "None + Pending
+                // Out+In", "To" -> "To + Pending In": MUST deliver.
+                f.pending_in = true;
                 outcome(state, f, true, false)
             }
         }
-        // A.3.2: the contact no longer wants the user's presence.
         SubKind::Unsubscribe => {
-            let deliver = f.from || f.inn;
+            // A.3.2: MUST deliver where "from" or Pending In is cleared, else S.N.
+            let deliver = f.from || f.pending_in;
             f.from = false;
-            f.inn = false;
+            f.pending_in = false;
             outcome(state, f, deliver, false)
         }
-        // A.3.3: only an approval the user asked for counts.
         SubKind::Subscribed => {
-            if f.out && !f.to {
+            // A.3.3: only an approval the user asked for counts (MUST deliver); else S.N.
+            if f.pending_out && !f.to {
                 f.to = true;
-                f.out = false;
+                f.pending_out = false;
                 outcome(state, f, true, false)
             } else {
                 outcome(state, f, false, false)
             }
         }
-        // A.3.4: the contact denied or cancelled.
         SubKind::Unsubscribed => {
-            let deliver = f.to || f.out;
+            // A.3.4: MUST deliver where "to" or Pending Out is cleared, else S.N.
+            let deliver = f.to || f.pending_out;
             f.to = false;
-            f.out = false;
+            f.pending_out = false;
             outcome(state, f, deliver, false)
         }
     }
@@ -262,210 +309,469 @@ pub fn inbound(state: SubState, kind: SubKind) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Subscription::{Both, From, To};
+    use proptest::prelude::*;
+    use SubKind::{Subscribe, Subscribed, Unsubscribe, Unsubscribed};
 
-    /// Appendix A's nine states by their RFC names.
+    /// The nine states of RFC 6121 Appendix A.1, by their RFC names.
+    const STATES: [&str; 9] = [
+        "None",
+        "None + Pending Out",
+        "None + Pending In",
+        "None + Pending Out+In",
+        "To",
+        "To + Pending In",
+        "From",
+        "From + Pending Out",
+        "Both",
+    ];
+
+    /// The three states that can carry a pre-approval (§3.4.2 rule 3), marked "+ Pre".
+    const PRE_STATES: [&str; 3] = ["None + Pre", "None + Pending Out + Pre", "To + Pre"];
+
     fn st(name: &str) -> SubState {
-        let (subscription, pending_out, pending_in) = match name {
+        let (base, preapproved) = match name.strip_suffix(" + Pre") {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        let (subscription, pending_out, pending_in) = match base {
             "None" => (Subscription::None, false, false),
-            "None+PendingOut" => (Subscription::None, true, false),
-            "None+PendingIn" => (Subscription::None, false, true),
-            "None+PendingOut+In" => (Subscription::None, true, true),
-            "To" => (To, false, false),
-            "To+PendingIn" => (To, false, true),
-            "From" => (From, false, false),
-            "From+PendingOut" => (From, true, false),
-            "Both" => (Both, false, false),
+            "None + Pending Out" => (Subscription::None, true, false),
+            "None + Pending In" => (Subscription::None, false, true),
+            "None + Pending Out+In" => (Subscription::None, true, true),
+            "To" => (Subscription::To, false, false),
+            "To + Pending In" => (Subscription::To, false, true),
+            "From" => (Subscription::From, false, false),
+            "From + Pending Out" => (Subscription::From, true, false),
+            "Both" => (Subscription::Both, false, false),
             other => panic!("unknown state {other}"),
         };
-        SubState { subscription, pending_out, pending_in, preapproved: false }
+        SubState { subscription, pending_out, pending_in, preapproved }
     }
 
-    /// (from, to-or-"=" for no change, forward/deliver)
-    fn check(f: fn(SubState, SubKind) -> Outcome, kind: SubKind, rows: &[(&str, &str, bool)]) {
-        for (from, to, fwd) in rows {
-            let o = f(st(from), kind);
-            let expected = if *to == "=" { st(from) } else { st(to) };
-            assert_eq!(o.state, expected, "{kind:?} from {from}");
-            assert_eq!(o.changed, *to != "=", "{kind:?} from {from}: changed");
-            assert_eq!(o.forward, *fwd, "{kind:?} from {from}: forward");
+    /// The "ROUTE?" / "DELIVER?" column: MUST, MUST NOT, SHOULD NOT.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Route {
+        Must,
+        MustNot,
+        ShouldNot,
+    }
+    use Route::{Must, MustNot, ShouldNot};
+
+    /// "no state change".
+    const NSC: &str = "=";
+
+    /// One table row: (existing state, route/deliver, new state or NSC, auto-reply subscribed).
+    type Row = (&'static str, Route, &'static str, bool);
+
+    fn check_table(table: &str, f: fn(SubState, SubKind) -> Outcome, kind: SubKind, rows: &[Row]) {
+        for &(from, send, to, auto) in rows {
+            let old = st(from);
+            let o = f(old, kind);
+            let expected = if to == NSC { old } else { st(to) };
+            let ctx = format!("{table}: {} in \"{from}\"", kind.as_str());
+            assert_eq!(o.state, expected, "{ctx}: new state");
+            assert_eq!(o.changed, to != NSC, "{ctx}: changed");
+            assert_eq!(o.forward, send == Must, "{ctx}: route/deliver ({send:?})");
+            assert_eq!(o.auto_reply_subscribed, auto, "{ctx}: auto-reply");
         }
     }
 
+    /// Each table lists every one of the nine states exactly once.
+    fn check_complete(rows: &[Row]) {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0).filter(|n| !n.ends_with("+ Pre")).collect();
+        names.sort_unstable();
+        let mut all = STATES.to_vec();
+        all.sort_unstable();
+        assert_eq!(names, all);
+    }
+
+    // RFC 6121 Appendix A.2.1, Table 2: processing of outbound "subscribe" stanzas.
+    const A2_1_OUT_SUBSCRIBE: [Row; 9] = [
+        ("None", Must, "None + Pending Out", false),
+        ("None + Pending Out", Must, NSC, false),
+        ("None + Pending In", Must, "None + Pending Out+In", false),
+        ("None + Pending Out+In", Must, NSC, false),
+        ("To", Must, NSC, false),
+        ("To + Pending In", Must, NSC, false),
+        ("From", Must, "From + Pending Out", false),
+        ("From + Pending Out", Must, NSC, false),
+        ("Both", Must, NSC, false),
+    ];
+
+    // RFC 6121 Appendix A.2.2, Table 3: processing of outbound "unsubscribe" stanzas.
+    const A2_2_OUT_UNSUBSCRIBE: [Row; 9] = [
+        ("None", Must, NSC, false),
+        ("None + Pending Out", Must, "None", false),
+        ("None + Pending In", Must, NSC, false),
+        ("None + Pending Out+In", Must, "None + Pending In", false),
+        ("To", Must, "None", false),
+        ("To + Pending In", Must, "None + Pending In", false),
+        ("From", Must, NSC, false),
+        ("From + Pending Out", Must, "From", false),
+        ("Both", Must, "From", false),
+    ];
+
+    // RFC 6121 Appendix A.2.3, Table 4: processing of outbound "subscribed" stanzas. "pre-approval
+    // [1]" rows: the state gains the pre-approval flag (§3.4.2 rule 3), which is a change.
+    const A2_3_OUT_SUBSCRIBED: [Row; 9] = [
+        ("None", MustNot, "None + Pre", false),
+        ("None + Pending Out", MustNot, "None + Pending Out + Pre", false),
+        ("None + Pending In", Must, "From", false),
+        ("None + Pending Out+In", Must, "From + Pending Out", false),
+        ("To", MustNot, "To + Pre", false),
+        ("To + Pending In", Must, "Both", false),
+        ("From", MustNot, NSC, false),
+        ("From + Pending Out", MustNot, NSC, false),
+        ("Both", MustNot, NSC, false),
+    ];
+
+    // RFC 6121 Appendix A.2.4, Table 5: processing of outbound "unsubscribed" stanzas.
+    const A2_4_OUT_UNSUBSCRIBED: [Row; 9] = [
+        ("None", ShouldNot, NSC, false),
+        ("None + Pending Out", ShouldNot, NSC, false),
+        ("None + Pending In", Must, "None", false),
+        ("None + Pending Out+In", Must, "None + Pending Out", false),
+        ("To", ShouldNot, NSC, false),
+        ("To + Pending In", Must, "To", false),
+        ("From", Must, "None", false),
+        ("From + Pending Out", Must, "None + Pending Out", false),
+        ("Both", Must, "To", false),
+    ];
+
+    // RFC 6121 Appendix A.3.1, Table 6: processing of inbound "subscribe" stanzas. Note [2] on
+    // the "from" rows: the server SHOULD auto-reply "subscribed".
+    const A3_1_IN_SUBSCRIBE: [Row; 9] = [
+        ("None", Must, "None + Pending In", false),
+        ("None + Pending Out", Must, "None + Pending Out+In", false),
+        ("None + Pending In", ShouldNot, NSC, false),
+        ("None + Pending Out+In", ShouldNot, NSC, false),
+        ("To", Must, "To + Pending In", false),
+        ("To + Pending In", ShouldNot, NSC, false),
+        ("From", ShouldNot, NSC, true),
+        ("From + Pending Out", ShouldNot, NSC, true),
+        ("Both", ShouldNot, NSC, true),
+    ];
+
+    // RFC 6121 Appendix A.3.2, Table 7: processing of inbound "unsubscribe" stanzas.
+    const A3_2_IN_UNSUBSCRIBE: [Row; 9] = [
+        ("None", ShouldNot, NSC, false),
+        ("None + Pending Out", ShouldNot, NSC, false),
+        ("None + Pending In", Must, "None", false),
+        ("None + Pending Out+In", Must, "None + Pending Out", false),
+        ("To", ShouldNot, NSC, false),
+        ("To + Pending In", Must, "To", false),
+        ("From", Must, "None", false),
+        ("From + Pending Out", Must, "None + Pending Out", false),
+        ("Both", Must, "To", false),
+    ];
+
+    // RFC 6121 Appendix A.3.3, Table 8: processing of inbound "subscribed" stanzas.
+    const A3_3_IN_SUBSCRIBED: [Row; 9] = [
+        ("None", ShouldNot, NSC, false),
+        ("None + Pending Out", Must, "To", false),
+        ("None + Pending In", ShouldNot, NSC, false),
+        ("None + Pending Out+In", Must, "To + Pending In", false),
+        ("To", ShouldNot, NSC, false),
+        ("To + Pending In", ShouldNot, NSC, false),
+        ("From", ShouldNot, NSC, false),
+        ("From + Pending Out", Must, "Both", false),
+        ("Both", ShouldNot, NSC, false),
+    ];
+
+    // RFC 6121 Appendix A.3.4, Table 9: processing of inbound "unsubscribed" stanzas.
+    const A3_4_IN_UNSUBSCRIBED: [Row; 9] = [
+        ("None", ShouldNot, NSC, false),
+        ("None + Pending Out", Must, "None", false),
+        ("None + Pending In", ShouldNot, NSC, false),
+        ("None + Pending Out+In", Must, "None + Pending In", false),
+        ("To", Must, "None", false),
+        ("To + Pending In", Must, "None + Pending In", false),
+        ("From", ShouldNot, NSC, false),
+        ("From + Pending Out", Must, "From", false),
+        ("Both", Must, "From", false),
+    ];
+
     #[test]
     fn a2_1_outbound_subscribe() {
-        check(
-            outbound,
-            SubKind::Subscribe,
-            &[
-                ("None", "None+PendingOut", true),
-                ("None+PendingOut", "=", true),
-                ("None+PendingIn", "None+PendingOut+In", true),
-                ("None+PendingOut+In", "=", true),
-                ("To", "=", false),
-                ("To+PendingIn", "=", false),
-                ("From", "From+PendingOut", true),
-                ("From+PendingOut", "=", true),
-                ("Both", "=", false),
-            ],
-        );
+        check_complete(&A2_1_OUT_SUBSCRIBE);
+        check_table("A.2.1", outbound, Subscribe, &A2_1_OUT_SUBSCRIBE);
     }
 
     #[test]
     fn a2_2_outbound_unsubscribe() {
-        check(
-            outbound,
-            SubKind::Unsubscribe,
-            &[
-                ("None", "=", false),
-                ("None+PendingOut", "None", true),
-                ("None+PendingIn", "=", false),
-                ("None+PendingOut+In", "None+PendingIn", true),
-                ("To", "None", true),
-                ("To+PendingIn", "None+PendingIn", true),
-                ("From", "=", false),
-                ("From+PendingOut", "From", true),
-                ("Both", "From", true),
-            ],
-        );
+        check_complete(&A2_2_OUT_UNSUBSCRIBE);
+        check_table("A.2.2", outbound, Unsubscribe, &A2_2_OUT_UNSUBSCRIBE);
     }
 
     #[test]
     fn a2_3_outbound_subscribed() {
-        // Rows where RFC 6121 says "no state change" but §3.4 pre-approval applies are checked below.
-        check(
-            outbound,
-            SubKind::Subscribed,
-            &[
-                ("None+PendingIn", "From", true),
-                ("None+PendingOut+In", "From+PendingOut", true),
-                ("To+PendingIn", "Both", true),
-                ("From", "=", false),
-                ("From+PendingOut", "=", false),
-                ("Both", "=", false),
-            ],
-        );
-        for s in ["None", "None+PendingOut", "To"] {
-            let o = outbound(st(s), SubKind::Subscribed);
-            assert!(o.state.preapproved && o.changed && !o.forward, "pre-approval from {s}");
-        }
+        check_complete(&A2_3_OUT_SUBSCRIBED);
+        check_table("A.2.3", outbound, Subscribed, &A2_3_OUT_SUBSCRIBED);
     }
 
     #[test]
     fn a2_4_outbound_unsubscribed() {
-        check(
-            outbound,
-            SubKind::Unsubscribed,
-            &[
-                ("None", "=", false),
-                ("None+PendingOut", "=", false),
-                ("None+PendingIn", "None", true),
-                ("None+PendingOut+In", "None+PendingOut", true),
-                ("To", "=", false),
-                ("To+PendingIn", "To", true),
-                ("From", "None", true),
-                ("From+PendingOut", "None+PendingOut", true),
-                ("Both", "To", true),
-            ],
-        );
-        let pre = outbound(st("None"), SubKind::Subscribed).state;
-        let o = outbound(pre, SubKind::Unsubscribed);
-        assert!(!o.state.preapproved && o.changed && !o.forward, "withdrawing a pre-approval");
+        check_complete(&A2_4_OUT_UNSUBSCRIBED);
+        check_table("A.2.4", outbound, Unsubscribed, &A2_4_OUT_UNSUBSCRIBED);
     }
 
     #[test]
     fn a3_1_inbound_subscribe() {
-        check(
-            inbound,
-            SubKind::Subscribe,
-            &[
-                ("None", "None+PendingIn", true),
-                ("None+PendingOut", "None+PendingOut+In", true),
-                ("None+PendingIn", "=", false),
-                ("None+PendingOut+In", "=", false),
-                ("To", "To+PendingIn", true),
-                ("To+PendingIn", "=", false),
-                ("From", "=", false),
-                ("From+PendingOut", "=", false),
-                ("Both", "=", false),
-            ],
-        );
-        for s in ["From", "From+PendingOut", "Both"] {
-            assert!(inbound(st(s), SubKind::Subscribe).auto_reply_subscribed, "{s}");
-        }
-        assert!(!inbound(st("None"), SubKind::Subscribe).auto_reply_subscribed);
-    }
-
-    #[test]
-    fn a3_1_with_pre_approval() {
-        let pre = outbound(st("To"), SubKind::Subscribed).state;
-        let o = inbound(pre, SubKind::Subscribe);
-        assert_eq!(o.state, st("Both"));
-        assert!(o.auto_reply_subscribed && !o.forward && o.changed);
+        check_complete(&A3_1_IN_SUBSCRIBE);
+        check_table("A.3.1", inbound, Subscribe, &A3_1_IN_SUBSCRIBE);
     }
 
     #[test]
     fn a3_2_inbound_unsubscribe() {
-        check(
-            inbound,
-            SubKind::Unsubscribe,
-            &[
-                ("None", "=", false),
-                ("None+PendingOut", "=", false),
-                ("None+PendingIn", "None", true),
-                ("None+PendingOut+In", "None+PendingOut", true),
-                ("To", "=", false),
-                ("To+PendingIn", "To", true),
-                ("From", "None", true),
-                ("From+PendingOut", "None+PendingOut", true),
-                ("Both", "To", true),
-            ],
-        );
+        check_complete(&A3_2_IN_UNSUBSCRIBE);
+        check_table("A.3.2", inbound, Unsubscribe, &A3_2_IN_UNSUBSCRIBE);
     }
 
     #[test]
     fn a3_3_inbound_subscribed() {
-        check(
-            inbound,
-            SubKind::Subscribed,
-            &[
-                ("None", "=", false),
-                ("None+PendingOut", "To", true),
-                ("None+PendingIn", "=", false),
-                ("None+PendingOut+In", "To+PendingIn", true),
-                ("To", "=", false),
-                ("To+PendingIn", "=", false),
-                ("From", "=", false),
-                ("From+PendingOut", "Both", true),
-                ("Both", "=", false),
-            ],
-        );
+        check_complete(&A3_3_IN_SUBSCRIBED);
+        check_table("A.3.3", inbound, Subscribed, &A3_3_IN_SUBSCRIBED);
     }
 
     #[test]
     fn a3_4_inbound_unsubscribed() {
-        check(
-            inbound,
-            SubKind::Unsubscribed,
+        check_complete(&A3_4_IN_UNSUBSCRIBED);
+        check_table("A.3.4", inbound, Unsubscribed, &A3_4_IN_UNSUBSCRIBED);
+    }
+
+    // §3.4 pre-approval: the three pre-approved states under every kind, both directions.
+
+    #[test]
+    fn pre_approved_outbound() {
+        // A.2.1 / A.2.2: subscribe and unsubscribe leave the pre-approval alone.
+        check_table(
+            "A.2.1 + §3.4",
+            outbound,
+            Subscribe,
             &[
-                ("None", "=", false),
-                ("None+PendingOut", "None", true),
-                ("None+PendingIn", "=", false),
-                ("None+PendingOut+In", "None+PendingIn", true),
-                ("To", "None", true),
-                ("To+PendingIn", "None+PendingIn", true),
-                ("From", "=", false),
-                ("From+PendingOut", "From", true),
-                ("Both", "From", true),
+                ("None + Pre", Must, "None + Pending Out + Pre", false),
+                ("None + Pending Out + Pre", Must, NSC, false),
+                ("To + Pre", Must, NSC, false),
+            ],
+        );
+        check_table(
+            "A.2.2 + §3.4",
+            outbound,
+            Unsubscribe,
+            &[
+                ("None + Pre", Must, NSC, false),
+                ("None + Pending Out + Pre", Must, "None + Pre", false),
+                ("To + Pre", Must, "None + Pre", false),
+            ],
+        );
+        // A.2.3: pre-approving again changes nothing and is still not routed.
+        check_table(
+            "A.2.3 + §3.4",
+            outbound,
+            Subscribed,
+            &[
+                ("None + Pre", MustNot, NSC, false),
+                ("None + Pending Out + Pre", MustNot, NSC, false),
+                ("To + Pre", MustNot, NSC, false),
+            ],
+        );
+        // A.2.4 note 1 / §3.4 implementation note: "unsubscribed" cancels the pre-approval
+        // (a change: roster push without 'approved'), and is not routed.
+        check_table(
+            "A.2.4 note 1",
+            outbound,
+            Unsubscribed,
+            &[
+                ("None + Pre", ShouldNot, "None", false),
+                ("None + Pending Out + Pre", ShouldNot, "None + Pending Out", false),
+                ("To + Pre", ShouldNot, "To", false),
             ],
         );
     }
 
     #[test]
+    fn pre_approved_inbound() {
+        // A.3.1 note 1 / §3.4.2: a pre-approved request is answered by the server, becomes
+        // "from" at once, and is not delivered to the user.
+        check_table(
+            "A.3.1 note 1",
+            inbound,
+            Subscribe,
+            &[
+                ("None + Pre", ShouldNot, "From", true),
+                ("None + Pending Out + Pre", ShouldNot, "From + Pending Out", true),
+                ("To + Pre", ShouldNot, "Both", true),
+            ],
+        );
+        // The other kinds concern the user's own subscription and keep the pre-approval.
+        check_table(
+            "A.3.2 + §3.4",
+            inbound,
+            Unsubscribe,
+            &[
+                ("None + Pre", ShouldNot, NSC, false),
+                ("None + Pending Out + Pre", ShouldNot, NSC, false),
+                ("To + Pre", ShouldNot, NSC, false),
+            ],
+        );
+        check_table(
+            "A.3.3 + §3.4",
+            inbound,
+            Subscribed,
+            &[
+                ("None + Pre", ShouldNot, NSC, false),
+                ("None + Pending Out + Pre", Must, "To + Pre", false),
+                ("To + Pre", ShouldNot, NSC, false),
+            ],
+        );
+        check_table(
+            "A.3.4 + §3.4",
+            inbound,
+            Unsubscribed,
+            &[
+                ("None + Pre", ShouldNot, NSC, false),
+                ("None + Pending Out + Pre", Must, "None + Pre", false),
+                ("To + Pre", Must, "None + Pre", false),
+            ],
+        );
+    }
+
+    #[test]
+    fn pre_approval_without_roster_item() {
+        // §3.4.2 rule 4: no item yet: create one with "None" and approved='true', not routed.
+        let o = outbound(SubState::default(), Subscribed);
+        assert_eq!(o.state, st("None + Pre"));
+        assert!(o.changed && !o.forward);
+    }
+
+    #[test]
+    fn auto_reply_only_for_inbound_subscribe() {
+        for name in STATES.iter().chain(PRE_STATES.iter()) {
+            for kind in [Subscribe, Subscribed, Unsubscribe, Unsubscribed] {
+                assert!(!outbound(st(name), kind).auto_reply_subscribed, "outbound {kind:?} {name}");
+                if kind != Subscribe {
+                    assert!(!inbound(st(name), kind).auto_reply_subscribed, "inbound {kind:?} {name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn remove_reads_as_none() {
+        let removed = SubState { subscription: Subscription::Remove, ..SubState::default() };
+        for kind in [Subscribe, Subscribed, Unsubscribe, Unsubscribed] {
+            assert_eq!(outbound(removed, kind).state, outbound(SubState::default(), kind).state);
+            assert_eq!(inbound(removed, kind).state, inbound(SubState::default(), kind).state);
+        }
+    }
+
+    #[test]
+    fn two_sided_handshake() {
+        // §3.1: user subscribes, contact approves, both rosters agree.
+        let (mut user, mut contact) = (SubState::default(), SubState::default());
+        let o = outbound(user, Subscribe);
+        user = o.state;
+        assert!(o.forward && user.pending_out);
+        let i = inbound(contact, Subscribe);
+        contact = i.state;
+        assert!(i.forward && contact.pending_in);
+        let o = outbound(contact, Subscribed);
+        contact = o.state;
+        assert!(o.forward);
+        let i = inbound(user, Subscribed);
+        user = i.state;
+        assert!(i.forward);
+        assert_eq!(user, st("To"));
+        assert_eq!(contact, st("From"));
+    }
+
+    #[test]
     fn parsing() {
-        assert_eq!(SubKind::parse("subscribed"), Some(SubKind::Subscribed));
-        assert_eq!(SubKind::parse("probe"), None);
-        assert_eq!(Subscription::parse("both"), Some(Both));
-        assert!(Both.has_to() && Both.has_from() && !To.has_from());
+        for kind in [Subscribe, Subscribed, Unsubscribe, Unsubscribed] {
+            assert_eq!(SubKind::parse(kind.as_str()), Some(kind));
+        }
+        for other in ["probe", "unavailable", "error", "", "Subscribe"] {
+            assert_eq!(SubKind::parse(other), None);
+        }
+        for s in [
+            Subscription::None,
+            Subscription::To,
+            Subscription::From,
+            Subscription::Both,
+            Subscription::Remove,
+        ] {
+            assert_eq!(Subscription::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Subscription::parse("Both"), None);
+        assert_eq!(Subscription::default(), Subscription::None);
+        let flags = |s: Subscription| (s.has_to(), s.has_from());
+        assert_eq!(flags(Subscription::None), (false, false));
+        assert_eq!(flags(Subscription::To), (true, false));
+        assert_eq!(flags(Subscription::From), (false, true));
+        assert_eq!(flags(Subscription::Both), (true, true));
+        assert_eq!(flags(Subscription::Remove), (false, false));
+    }
+
+    fn any_state() -> impl Strategy<Value = SubState> {
+        (0..5u8, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, pending_out, pending_in, pre)| {
+            let subscription = [
+                Subscription::None,
+                Subscription::To,
+                Subscription::From,
+                Subscription::Both,
+                Subscription::Remove,
+            ][usize::from(s)];
+            SubState { subscription, pending_out, pending_in, preapproved: pre }
+        })
+    }
+
+    fn any_kind() -> impl Strategy<Value = SubKind> {
+        prop_oneof![Just(Subscribe), Just(Subscribed), Just(Unsubscribe), Just(Unsubscribed)]
+    }
+
+    /// Appendix A.1's invariants.
+    fn well_formed(s: SubState) -> bool {
+        s.subscription != Subscription::Remove
+            && !(s.pending_out && s.subscription.has_to())
+            && !(s.pending_in && s.subscription.has_from())
+            && !(s.preapproved && s.subscription.has_from())
+    }
+
+    proptest! {
+        /// Any input, even one breaking the invariants, gives a well-formed state, and
+        /// `changed` says exactly whether it differs from the input.
+        #[test]
+        fn outputs_are_well_formed(s in any_state(), kind in any_kind()) {
+            for o in [outbound(s, kind), inbound(s, kind)] {
+                prop_assert!(well_formed(o.state), "{:?}", o);
+                prop_assert_eq!(o.changed, o.state != s);
+            }
+        }
+
+        /// Two servers that deliver every routed stanza at once (and the auto-replies) stay in
+        /// agreement: the user's "to" is the contact's "from", the user's Pending Out is the
+        /// contact's Pending In, and the other way round.
+        #[test]
+        fn two_sides_agree(actions in prop::collection::vec((any::<bool>(), any_kind()), 0..40)) {
+            let mut sides = [SubState::default(), SubState::default()];
+            for (first_acts, kind) in actions {
+                let (a, b) = if first_acts { (0, 1) } else { (1, 0) };
+                let o = outbound(sides[a], kind);
+                sides[a] = o.state;
+                if o.forward {
+                    let i = inbound(sides[b], kind);
+                    sides[b] = i.state;
+                    if i.auto_reply_subscribed {
+                        sides[a] = inbound(sides[a], Subscribed).state;
+                    }
+                }
+                let [u, c] = sides;
+                prop_assert!(well_formed(u) && well_formed(c));
+                prop_assert_eq!(u.subscription.has_to(), c.subscription.has_from(), "{:?} {:?}", u, c);
+                prop_assert_eq!(u.subscription.has_from(), c.subscription.has_to(), "{:?} {:?}", u, c);
+                prop_assert_eq!(u.pending_out, c.pending_in, "{:?} {:?}", u, c);
+                prop_assert_eq!(u.pending_in, c.pending_out, "{:?} {:?}", u, c);
+            }
+        }
     }
 }

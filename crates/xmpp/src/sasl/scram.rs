@@ -1,22 +1,47 @@
 //! SCRAM (RFC 5802) with SHA-1 and SHA-256 (RFC 7677), without channel binding.
+//!
+//! The algorithm (RFC 5802 §3):
+//!
+//! ```text
+//! SaltedPassword  := Hi(Normalize(password), salt, i)      -- PBKDF2 with HMAC
+//! ClientKey       := HMAC(SaltedPassword, "Client Key")
+//! StoredKey       := H(ClientKey)
+//! AuthMessage     := client-first-message-bare + "," + server-first-message + ","
+//!                    + client-final-message-without-proof
+//! ClientSignature := HMAC(StoredKey, AuthMessage)
+//! ClientProof     := ClientKey XOR ClientSignature
+//! ServerKey       := HMAC(SaltedPassword, "Server Key")
+//! ServerSignature := HMAC(ServerKey, AuthMessage)
+//! ```
+//!
+//! The server keeps StoredKey and ServerKey ([`ScramCredentials`]); it recovers ClientKey from the
+//! proof, hashes it and compares with StoredKey in constant time. Message syntax: RFC 5802 §7.
 
 use super::{constant_time_eq, saslprep, SaslFailure};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use ring::rand::SecureRandom;
 use ring::{digest, hmac, pbkdf2};
 use std::num::NonZeroU32;
 
-/// The hash a SCRAM mechanism uses.
+/// Iteration count of decoy credentials: RFC 7677 §4's minimum, and Starling's default.
+const DECOY_ITERATIONS: u32 = 4096;
+/// Length of generated salts (and decoy salts, so the two look alike).
+const SALT_LEN: usize = 16;
+/// Random bytes in a server nonce part (base64-encoded to 32 printable characters).
+const SERVER_NONCE_BYTES: usize = 24;
+
+/// The hash function of a SCRAM mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ScramHash {
-    /// SCRAM-SHA-1
+    /// SCRAM-SHA-1 (RFC 5802 §4).
     Sha1,
-    /// SCRAM-SHA-256
+    /// SCRAM-SHA-256 (RFC 7677 §2).
     Sha256,
 }
 
 impl ScramHash {
-    /// The SASL mechanism name.
+    /// The SASL mechanism name: `"SCRAM-SHA-1"` or `"SCRAM-SHA-256"`.
     pub fn mechanism(self) -> &'static str {
         match self {
             ScramHash::Sha1 => "SCRAM-SHA-1",
@@ -24,7 +49,8 @@ impl ScramHash {
         }
     }
 
-    /// The hash for a mechanism name.
+    /// The hash for a mechanism name (exact, upper case as registered; RFC 4422 §3.1). The
+    /// channel-binding `-PLUS` variants are not supported and give `None`.
     pub fn from_mechanism(name: &str) -> Option<ScramHash> {
         match name {
             "SCRAM-SHA-1" => Some(ScramHash::Sha1),
@@ -33,31 +59,24 @@ impl ScramHash {
         }
     }
 
-    fn pbkdf2(self) -> pbkdf2::Algorithm {
-        match self {
-            ScramHash::Sha1 => pbkdf2::PBKDF2_HMAC_SHA1,
-            ScramHash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
-        }
-    }
-
-    fn hmac_alg(self) -> hmac::Algorithm {
-        match self {
-            ScramHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            ScramHash::Sha256 => hmac::HMAC_SHA256,
-        }
-    }
-
-    fn len(self) -> usize {
+    /// Output length of H() and HMAC() in bytes.
+    fn output_len(self) -> usize {
         match self {
             ScramHash::Sha1 => 20,
             ScramHash::Sha256 => 32,
         }
     }
 
+    /// HMAC(key, data) (RFC 5802 §2.2).
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        hmac::sign(&hmac::Key::new(self.hmac_alg(), key), data).as_ref().to_vec()
+        let alg = match self {
+            ScramHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            ScramHash::Sha256 => hmac::HMAC_SHA256,
+        };
+        hmac::sign(&hmac::Key::new(alg, key), data).as_ref().to_vec()
     }
 
+    /// H(data) (RFC 5802 §2.2).
     fn hash(self, data: &[u8]) -> Vec<u8> {
         let alg = match self {
             ScramHash::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -66,45 +85,52 @@ impl ScramHash {
         digest::digest(alg, data).as_ref().to_vec()
     }
 
-    /// Hi() of RFC 5802 §2.2: PBKDF2 with HMAC.
+    /// Hi(password, salt, i) of RFC 5802 §2.2, which is PBKDF2 (RFC 2898) with HMAC as PRF and
+    /// one output block. `password` must already be SASLprep'd. An iteration count of 0 (invalid)
+    /// is treated as 1 so that nothing here can panic; callers reject it before.
     fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-        let mut out = vec![0u8; self.len()];
+        let alg = match self {
+            ScramHash::Sha1 => pbkdf2::PBKDF2_HMAC_SHA1,
+            ScramHash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+        };
+        let mut out = vec![0u8; self.output_len()];
         let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-        pbkdf2::derive(self.pbkdf2(), iterations, salt, password.as_bytes(), &mut out);
+        pbkdf2::derive(alg, iterations, salt, password.as_bytes(), &mut out);
         out
     }
+
+    /// (ClientKey, StoredKey, ServerKey) from SaltedPassword (RFC 5802 §3).
+    fn keys(self, salted: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let client_key = self.hmac(salted, b"Client Key");
+        let stored_key = self.hash(&client_key);
+        (client_key, stored_key, self.hmac(salted, b"Server Key"))
+    }
+}
+
+/// Fill `buf` from the system's CSPRNG.
+fn fill_random(buf: &mut [u8]) -> Result<(), SaslFailure> {
+    ring::rand::SystemRandom::new().fill(buf).map_err(|_| SaslFailure::TemporaryAuthFailure)
 }
 
 /// What the server stores for an account: never the password (RFC 5802 §2.2, §3).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScramCredentials {
-    /// Which mechanism these are for.
+    /// The mechanism these credentials are for.
     pub hash: ScramHash,
-    /// The salt.
+    /// The salt sent in server-first-message (`s=`).
     pub salt: Vec<u8>,
-    /// PBKDF2 iteration count.
+    /// The PBKDF2 iteration count sent in server-first-message (`i=`).
     pub iterations: u32,
-    /// H(ClientKey).
+    /// StoredKey = H(HMAC(SaltedPassword, "Client Key")).
     pub stored_key: Vec<u8>,
-    /// HMAC(SaltedPassword, "Server Key").
+    /// ServerKey = HMAC(SaltedPassword, "Server Key").
     pub server_key: Vec<u8>,
 }
 
-fn keys_from_salted(hash: ScramHash, salted: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let client_key = hash.hmac(salted, b"Client Key");
-    (hash.hash(&client_key), hash.hmac(salted, b"Server Key"))
-}
-
-fn random<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; N];
-    // A failing system RNG leaves zeros; salts then only lose uniqueness, not secrecy of keys.
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    b
-}
-
 impl ScramCredentials {
-    /// Derive from a password (SASLprep'd first) with this salt and iteration count.
+    /// Derive from a password with this salt and iteration count. The password is SASLprep'd
+    /// first (RFC 5802 §2.2 Normalize(), RFC 4013). A password SASLprep rejects, an empty one, or
+    /// an iteration count of 0 gives [`SaslFailure::MalformedRequest`].
     pub fn derive(
         hash: ScramHash,
         password: &str,
@@ -116,38 +142,69 @@ impl ScramCredentials {
             return Err(SaslFailure::MalformedRequest);
         }
         let salted = hash.salted_password(&password, salt, iterations);
-        let (stored_key, server_key) = keys_from_salted(hash, &salted);
+        let (_, stored_key, server_key) = hash.keys(&salted);
         Ok(ScramCredentials { hash, salt: salt.to_vec(), iterations, stored_key, server_key })
     }
 
-    /// Derive with a fresh random 16-byte salt.
+    /// [`ScramCredentials::derive`] with a fresh random 16-byte salt. A failing system RNG gives
+    /// [`SaslFailure::TemporaryAuthFailure`].
     pub fn generate(
         hash: ScramHash,
         password: &str,
         iterations: u32,
     ) -> Result<ScramCredentials, SaslFailure> {
-        ScramCredentials::derive(hash, password, &random::<16>(), iterations)
+        let mut salt = [0u8; SALT_LEN];
+        fill_random(&mut salt)?;
+        ScramCredentials::derive(hash, password, &salt, iterations)
     }
 
-    /// Check a clear password (SASL PLAIN) against these credentials, in constant time.
+    /// Check a clear password (SASL PLAIN) against these credentials: derive StoredKey from it
+    /// with the stored salt and iteration count and compare in constant time. False for a
+    /// password SASLprep rejects.
     pub fn verify_password(&self, password: &str) -> bool {
         let Ok(password) = saslprep(password) else { return false };
+        if password.is_empty() || self.iterations == 0 {
+            return false;
+        }
         let salted = self.hash.salted_password(&password, &self.salt, self.iterations);
-        let (stored_key, _) = keys_from_salted(self.hash, &salted);
+        let (_, stored_key, _) = self.hash.keys(&salted);
         constant_time_eq(&stored_key, &self.stored_key)
     }
 
-    /// Credentials for a user that does not exist: the salt is derived from the username and a
-    /// server secret (stable across attempts, like a real one), the keys verify nothing. Running
-    /// the exchange with these makes unknown users indistinguishable from wrong passwords.
+    /// Credentials for a user that does not exist, so that the exchange looks the same as for a
+    /// real user and ends in [`SaslFailure::NotAuthorized`] (no user enumeration; RFC 5802 §9
+    /// suggests such "dummy" exchanges). The salt is HMAC(server_secret, username) cut to 16
+    /// bytes, stable across attempts like a real salt; the iteration count is 4096 (Starling's
+    /// default; see [`ScramCredentials::decoy_with_iterations`] for another); the keys are random,
+    /// so no proof verifies (finding one needs a preimage of StoredKey).
     pub fn decoy(hash: ScramHash, username: &str, server_secret: &[u8]) -> ScramCredentials {
-        let salt = hash.hmac(server_secret, username.as_bytes())[..16].to_vec();
+        ScramCredentials::decoy_with_iterations(hash, username, server_secret, DECOY_ITERATIONS)
+    }
+
+    /// [`ScramCredentials::decoy`] with the iteration count real accounts use, so `i=` does not
+    /// tell decoys apart either. An iteration count of 0 is replaced by 4096.
+    pub fn decoy_with_iterations(
+        hash: ScramHash,
+        username: &str,
+        server_secret: &[u8],
+        iterations: u32,
+    ) -> ScramCredentials {
+        let mut salt = hash.hmac(server_secret, username.as_bytes());
+        salt.truncate(SALT_LEN);
+        let key = |label: &[u8]| {
+            let mut k = vec![0u8; hash.output_len()];
+            if fill_random(&mut k).is_err() {
+                // No randomness: keys derived from the secret are just as unguessable.
+                k = hash.hmac(server_secret, &[label, username.as_bytes()].concat());
+            }
+            k
+        };
         ScramCredentials {
             hash,
             salt,
-            iterations: 4096,
-            stored_key: random::<32>()[..hash.len()].to_vec(),
-            server_key: random::<32>()[..hash.len()].to_vec(),
+            iterations: if iterations == 0 { DECOY_ITERATIONS } else { iterations },
+            stored_key: key(b"decoy stored key\0"),
+            server_key: key(b"decoy server key\0"),
         }
     }
 }
@@ -155,76 +212,136 @@ impl ScramCredentials {
 /// The parsed client-first-message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScramClientFirst {
-    /// The username, unescaped and SASLprep'd.
+    /// The username (`n=`), with `=2C` / `=3D` unescaped and SASLprep'd (RFC 5802 §5.1).
     pub username: String,
-    /// The authorization identity from the GS2 header, if any.
+    /// The authorization identity from the GS2 header (`a=`), unescaped, if any (RFC 5802 §5.1).
     pub authzid: Option<String>,
 }
 
-/// Where a server-side exchange stands.
-#[derive(Debug)]
-enum ServerState {
-    Start,
-    /// client-first parsed.
-    GotFirst {
-        gs2_header: String,
-        client_first_bare: String,
-        client_nonce: String,
-    },
-    /// server-first sent.
-    SentFirst {
-        gs2_header: String,
-        auth_prefix: String,
-        nonce: String,
-        stored_key: Vec<u8>,
-        server_key: Vec<u8>,
-    },
-    Done,
-}
-
-/// One SCRAM exchange, server side. Messages are the decoded SASL payloads.
-#[derive(Debug)]
-pub struct ScramServer {
-    hash: ScramHash,
-    server_nonce: String,
-    state: ServerState,
-}
-
-/// RFC 5802 §5.1: saslname with `=2C` and `=3D` escapes.
+/// RFC 5802 §5.1 / §7: `saslname` with `=2C` for ',' and `=3D` for '='; any other '=' is an error.
 fn unescape_saslname(s: &str) -> Result<String, SaslFailure> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('=') {
-        out.push_str(&rest[..i]);
+        out.push_str(rest.get(..i).unwrap_or_default());
         match rest.get(i..i + 3) {
             Some("=2C") => out.push(','),
             Some("=3D") => out.push('='),
             _ => return Err(SaslFailure::MalformedRequest),
         }
-        rest = &rest[i + 3..];
+        rest = rest.get(i + 3..).unwrap_or_default();
     }
     out.push_str(rest);
     Ok(out)
 }
 
+/// The inverse of [`unescape_saslname`].
 fn escape_saslname(s: &str) -> String {
     s.replace('=', "=3D").replace(',', "=2C")
 }
 
-/// A printable nonce without ',' (RFC 5802 §5.1).
+/// RFC 5802 §7: `printable = %x21-2B / %x2D-7E` (printable ASCII except ','), at least one.
 fn valid_nonce(n: &str) -> bool {
     !n.is_empty() && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
+/// RFC 5802 §7: `attr-val = ALPHA "=" value` (used to check extensions).
+fn is_attr_val(field: &str) -> bool {
+    let b = field.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b'='
+}
+
+/// Take the next comma-separated field, which must be `<attr>=…`; returns the value.
+fn attr<'a>(fields: &mut std::str::Split<'a, char>, name: char) -> Result<&'a str, SaslFailure> {
+    let field = fields.next().ok_or(SaslFailure::MalformedRequest)?;
+    let mut chars = field.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), Some('=')) if c == name => Ok(chars.as_str()),
+        _ => Err(SaslFailure::MalformedRequest),
+    }
+}
+
+/// Whatever fields remain must be extensions (`attr-val`); a mandatory extension (`m=`) cannot
+/// appear there, and unknown optional ones are ignored (RFC 5802 §5.1).
+fn check_extensions(fields: std::str::Split<'_, char>) -> Result<(), SaslFailure> {
+    for f in fields {
+        if !is_attr_val(f) || f.starts_with("m=") {
+            return Err(SaslFailure::MalformedRequest);
+        }
+    }
+    Ok(())
+}
+
+/// Where a server-side exchange stands.
+enum ServerState {
+    /// Waiting for client-first-message.
+    Start,
+    /// client-first-message parsed; waiting for the caller's credentials.
+    GotFirst { gs2_header: String, client_first_bare: String, client_nonce: String },
+    /// server-first-message sent; waiting for client-final-message.
+    SentFirst {
+        gs2_header: String,
+        /// client-first-message-bare "," server-first-message
+        auth_prefix: String,
+        nonce: String,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+    },
+    /// Finished, successfully or not, or a step came out of order: every further call fails.
+    Done,
+}
+
+impl ServerState {
+    fn name(&self) -> &'static str {
+        match self {
+            ServerState::Start => "start",
+            ServerState::GotFirst { .. } => "got-client-first",
+            ServerState::SentFirst { .. } => "sent-server-first",
+            ServerState::Done => "done",
+        }
+    }
+}
+
+/// One SCRAM exchange on the server side (RFC 5802 §5). Messages are the raw (base64-decoded)
+/// SASL payloads. The steps are [`ScramServer::client_first`], [`ScramServer::server_first`] and
+/// [`ScramServer::client_final`], in that order; anything out of order fails with
+/// [`SaslFailure::MalformedRequest`] and ends the exchange.
+pub struct ScramServer {
+    hash: ScramHash,
+    server_nonce: String,
+    /// The system RNG failed while making the nonce: refuse, since a predictable server nonce
+    /// would allow replays (RFC 5802 §9).
+    rng_failed: bool,
+    state: ServerState,
+}
+
+/// Shows no keys.
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramServer").field("hash", &self.hash).field("state", &self.state.name()).finish()
+    }
+}
+
 impl ScramServer {
-    /// A new exchange with a random server nonce.
+    /// A new exchange with a random server nonce part (24 random bytes, base64: 32 characters).
     pub fn new(hash: ScramHash) -> ScramServer {
-        ScramServer::with_nonce(hash, &B64.encode(random::<18>()))
+        let mut bytes = [0u8; SERVER_NONCE_BYTES];
+        let rng_failed = fill_random(&mut bytes).is_err();
+        let mut server = ScramServer::with_nonce(hash, &B64.encode(bytes));
+        server.rng_failed = rng_failed;
+        server
     }
 
-    /// A new exchange with a given server nonce part (test vectors).
+    /// A new exchange with a given server nonce part (for test vectors). It must be printable
+    /// ASCII without ',' (RFC 5802 §7); otherwise [`ScramServer::client_first`] refuses with
+    /// [`SaslFailure::TemporaryAuthFailure`].
     pub fn with_nonce(hash: ScramHash, server_nonce_part: &str) -> ScramServer {
-        ScramServer { hash, server_nonce: server_nonce_part.to_owned(), state: ServerState::Start }
+        ScramServer {
+            hash,
+            server_nonce: server_nonce_part.to_owned(),
+            rng_failed: false,
+            state: ServerState::Start,
+        }
     }
 
     /// The mechanism's hash.
@@ -232,29 +349,61 @@ impl ScramServer {
         self.hash
     }
 
-    /// Parse client-first-message. Channel binding is not offered, so a `p=` flag is refused.
+    /// Parse client-first-message (RFC 5802 §5.1, §7):
+    ///
+    /// ```text
+    /// gs2-cbind-flag "," [ "a=" saslname ] "," [ "m=" ... "," ] "n=" saslname "," "r=" c-nonce [ "," extensions ]
+    /// ```
+    ///
+    /// The GS2 channel-binding flag may be `n` (client does not support channel binding) or `y`
+    /// (client does, but thinks the server does not — true, since Starling never offers the
+    /// `-PLUS` mechanisms, so RFC 5802 §6 lets the exchange go on). `p=` (client requires channel
+    /// binding) gives [`SaslFailure::MalformedRequest`]: we never advertised a `-PLUS` mechanism,
+    /// so the request does not fit the mechanism in use. A reserved mandatory extension (`m=`)
+    /// also gives [`SaslFailure::MalformedRequest`] (RFC 5802 §5.1: "the server MUST fail").
+    /// So does a username that is badly escaped, empty, or rejected by SASLprep, an empty
+    /// authzid, or a nonce outside `printable`.
+    ///
+    /// Returns the username and the authzid, which the caller must check (RFC 6120 §6.4.6;
+    /// [`SaslFailure::InvalidAuthzid`] if not allowed).
     pub fn client_first(&mut self, msg: &[u8]) -> Result<ScramClientFirst, SaslFailure> {
         if !matches!(self.state, ServerState::Start) {
+            self.state = ServerState::Done;
             return Err(SaslFailure::MalformedRequest);
+        }
+        self.state = ServerState::Done;
+        if self.rng_failed || !valid_nonce(&self.server_nonce) {
+            return Err(SaslFailure::TemporaryAuthFailure);
         }
         let msg = std::str::from_utf8(msg).map_err(|_| SaslFailure::MalformedRequest)?;
         let mut parts = msg.splitn(3, ',');
         let (Some(flag), Some(authz), Some(bare)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(SaslFailure::MalformedRequest);
         };
-        if !matches!(flag, "n" | "y") {
+        // gs2-cbind-flag: "p=" cb-name is refused (see above), anything else is a syntax error.
+        if flag != "n" && flag != "y" {
             return Err(SaslFailure::MalformedRequest);
         }
         let authzid = match authz {
             "" => None,
-            a => Some(unescape_saslname(a.strip_prefix("a=").ok_or(SaslFailure::MalformedRequest)?)?),
+            a => {
+                let name = a.strip_prefix("a=").ok_or(SaslFailure::MalformedRequest)?;
+                let name = unescape_saslname(name)?;
+                if name.is_empty() {
+                    return Err(SaslFailure::MalformedRequest);
+                }
+                Some(name)
+            }
         };
+        // client-first-message-bare; a leading "m=" (reserved-mext) fails the "n=" check.
         let mut fields = bare.split(',');
-        let user = fields.next().and_then(|f| f.strip_prefix("n=")).ok_or(SaslFailure::MalformedRequest)?;
-        let nonce = fields.next().and_then(|f| f.strip_prefix("r=")).ok_or(SaslFailure::MalformedRequest)?;
-        if !valid_nonce(nonce) {
+        let user = attr(&mut fields, 'n')?;
+        let client_nonce = attr(&mut fields, 'r')?;
+        check_extensions(fields)?;
+        if !valid_nonce(client_nonce) {
             return Err(SaslFailure::MalformedRequest);
         }
+        // RFC 5802 §5.1: unescape, then SASLprep; fail if that fails or gives an empty string.
         let username = saslprep(&unescape_saslname(user)?)?;
         if username.is_empty() {
             return Err(SaslFailure::MalformedRequest);
@@ -262,12 +411,18 @@ impl ScramServer {
         self.state = ServerState::GotFirst {
             gs2_header: format!("{flag},{authz},"),
             client_first_bare: bare.to_owned(),
-            client_nonce: nonce.to_owned(),
+            client_nonce: client_nonce.to_owned(),
         };
         Ok(ScramClientFirst { username, authzid })
     }
 
-    /// server-first-message for these credentials. Empty if called out of order.
+    /// Build server-first-message (RFC 5802 §5.1, §7: `r=c-nonce s-nonce,s=salt,i=count`) from
+    /// the account's credentials. For an unknown user, pass
+    /// [`ScramCredentials::decoy`] so the exchange looks the same and ends in
+    /// [`SaslFailure::NotAuthorized`]. Credentials for another hash simply never verify.
+    ///
+    /// Called out of order, it returns an empty message and ends the exchange (the following
+    /// [`ScramServer::client_final`] fails with [`SaslFailure::MalformedRequest`]).
     pub fn server_first(&mut self, creds: &ScramCredentials) -> Vec<u8> {
         let ServerState::GotFirst { gs2_header, client_first_bare, client_nonce } =
             std::mem::replace(&mut self.state, ServerState::Done)
@@ -286,7 +441,18 @@ impl ScramServer {
         server_first.into_bytes()
     }
 
-    /// Verify client-final-message; on success the server-final-message (`v=…`).
+    /// Verify client-final-message (RFC 5802 §5.1, §7):
+    ///
+    /// ```text
+    /// "c=" base64(gs2-header) "," "r=" nonce [ "," extensions ] "," "p=" base64(ClientProof)
+    /// ```
+    ///
+    /// On success returns server-final-message `v=base64(ServerSignature)`, to be sent in
+    /// `<success/>` (RFC 6120 §6.4.6). Syntax errors (missing or misplaced fields, bad base64,
+    /// non-UTF-8) give [`SaslFailure::MalformedRequest`]; channel-binding data that does not
+    /// repeat the GS2 header, a nonce other than the one from server-first-message, or a wrong
+    /// proof give [`SaslFailure::NotAuthorized`] (RFC 5802 §5.1 "channel-bindings-dont-match",
+    /// "invalid-proof"). The exchange is over either way.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslFailure> {
         let ServerState::SentFirst { gs2_header, auth_prefix, nonce, stored_key, server_key } =
             std::mem::replace(&mut self.state, ServerState::Done)
@@ -294,22 +460,24 @@ impl ScramServer {
             return Err(SaslFailure::MalformedRequest);
         };
         let msg = std::str::from_utf8(msg).map_err(|_| SaslFailure::MalformedRequest)?;
+        // The proof is the last attribute; base64 has no ',' so the last ",p=" starts it.
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(SaslFailure::MalformedRequest)?;
         let mut fields = without_proof.split(',');
-        let cb = fields.next().and_then(|f| f.strip_prefix("c=")).ok_or(SaslFailure::MalformedRequest)?;
-        let r = fields.next().and_then(|f| f.strip_prefix("r=")).ok_or(SaslFailure::MalformedRequest)?;
-        let cb = B64.decode(cb).map_err(|_| SaslFailure::MalformedRequest)?;
-        if cb != gs2_header.as_bytes() || r != nonce {
+        let cbind = attr(&mut fields, 'c')?;
+        let r = attr(&mut fields, 'r')?;
+        check_extensions(fields)?;
+        let cbind = B64.decode(cbind).map_err(|_| SaslFailure::MalformedRequest)?;
+        let proof = B64.decode(proof).map_err(|_| SaslFailure::MalformedRequest)?;
+        if !constant_time_eq(&cbind, gs2_header.as_bytes()) || r != nonce {
             return Err(SaslFailure::NotAuthorized);
         }
-        let proof = B64.decode(proof).map_err(|_| SaslFailure::MalformedRequest)?;
         let h = self.hash;
-        if proof.len() != h.len() {
+        if proof.len() != h.output_len() || stored_key.len() != h.output_len() {
             return Err(SaslFailure::NotAuthorized);
         }
         let auth_message = format!("{auth_prefix},{without_proof}");
         let client_signature = h.hmac(&stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
+        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
         if !constant_time_eq(&h.hash(&client_key), &stored_key) {
             return Err(SaslFailure::NotAuthorized);
         }
@@ -318,83 +486,150 @@ impl ScramServer {
     }
 }
 
-/// The client side of SCRAM, for tests and the load generator.
-#[derive(Debug)]
+/// Where a client-side exchange stands.
+enum ClientState {
+    /// client-first-message may be sent; waiting for server-first-message.
+    Initial,
+    /// client-final-message sent; waiting for server-final-message with this signature.
+    SentFinal { server_signature: Vec<u8> },
+    /// A step failed or came out of order.
+    Failed,
+}
+
+/// The client side of SCRAM (RFC 5802 §5), for tests and the load generator: no channel
+/// binding (GS2 flag `n`).
+///
+/// Computing SaltedPassword is the expensive part; a client that logs in often caches it
+/// ([`ScramClient::salted_password`] after an exchange, [`ScramClient::with_salted_password`]
+/// before the next), as RFC 5802 §3 notes clients may.
 pub struct ScramClient {
     hash: ScramHash,
+    /// SASLprep'd password.
     password: String,
+    /// `n,,` or `n,a=authzid,`.
+    gs2_header: String,
     client_first_bare: String,
     client_nonce: String,
     salted: Option<Vec<u8>>,
-    expected_server_signature: Option<Vec<u8>>,
+    state: ClientState,
+}
+
+/// Shows no password or keys.
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("hash", &self.hash)
+            .field("client_first_bare", &self.client_first_bare)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ScramClient {
-    /// A client for `username` / `password` with the given nonce.
+    /// A client for `username` / `password` with the given client nonce (printable ASCII
+    /// without ','; RFC 5802 §7 — a server refuses anything else). Username and password are
+    /// SASLprep'd where possible (RFC 5802 §5.1) and used as given otherwise.
     pub fn new(hash: ScramHash, username: &str, password: &str, client_nonce: &str) -> ScramClient {
+        let username = saslprep(username).unwrap_or_else(|_| username.to_owned());
         ScramClient {
             hash,
             password: saslprep(password).unwrap_or_else(|_| password.to_owned()),
-            client_first_bare: format!("n={},r={client_nonce}", escape_saslname(username)),
+            gs2_header: "n,,".to_owned(),
+            client_first_bare: format!("n={},r={client_nonce}", escape_saslname(&username)),
             client_nonce: client_nonce.to_owned(),
             salted: None,
-            expected_server_signature: None,
+            state: ClientState::Initial,
         }
     }
 
-    /// Reuse a salted password computed earlier (real clients cache it; so does a load generator).
-    pub fn with_salted_password(mut self, salted: Vec<u8>) -> ScramClient {
-        self.salted = Some(salted);
+    /// Ask to act as `authzid` (GS2 header `a=`, RFC 5802 §5.1).
+    pub fn with_authzid(mut self, authzid: &str) -> ScramClient {
+        self.gs2_header = format!("n,a={},", escape_saslname(authzid));
         self
     }
 
-    /// The salted password of the last exchange, for caching.
+    /// Reuse a SaltedPassword computed in an earlier exchange for the same account (same salt
+    /// and iteration count). A stale one makes the proof wrong and the server answer
+    /// not-authorized; one of the wrong length is ignored.
+    pub fn with_salted_password(mut self, salted: Vec<u8>) -> ScramClient {
+        self.salted = (salted.len() == self.hash.output_len()).then_some(salted);
+        self
+    }
+
+    /// The SaltedPassword of this exchange (after [`ScramClient::handle_server_first`]), or the
+    /// one given to [`ScramClient::with_salted_password`]; for caching.
     pub fn salted_password(&self) -> Option<&[u8]> {
         self.salted.as_deref()
     }
 
-    /// client-first-message (no channel binding, no authzid).
+    /// client-first-message: `n,,n=user,r=nonce` (RFC 5802 §5.1).
     pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.gs2_header, self.client_first_bare).into_bytes()
     }
 
-    /// Process server-first-message; returns client-final-message.
+    /// Process server-first-message (`r=…,s=…,i=…`) and return client-final-message. The
+    /// combined nonce must extend ours (RFC 5802 §5.1), the salt must be base64 and the iteration
+    /// count a positive integer, else [`SaslFailure::MalformedRequest`]. Called twice, or after a
+    /// failure: [`SaslFailure::MalformedRequest`].
     pub fn handle_server_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslFailure> {
+        if !matches!(self.state, ClientState::Initial) {
+            self.state = ClientState::Failed;
+            return Err(SaslFailure::MalformedRequest);
+        }
+        self.state = ClientState::Failed;
         let msg = std::str::from_utf8(msg).map_err(|_| SaslFailure::MalformedRequest)?;
         let mut fields = msg.split(',');
-        let nonce = fields.next().and_then(|f| f.strip_prefix("r=")).ok_or(SaslFailure::MalformedRequest)?;
-        let salt = fields.next().and_then(|f| f.strip_prefix("s=")).ok_or(SaslFailure::MalformedRequest)?;
-        let iters = fields.next().and_then(|f| f.strip_prefix("i=")).ok_or(SaslFailure::MalformedRequest)?;
-        if !nonce.starts_with(&self.client_nonce) || nonce.len() == self.client_nonce.len() {
+        let nonce = attr(&mut fields, 'r')?;
+        let salt = attr(&mut fields, 's')?;
+        let iterations = attr(&mut fields, 'i')?;
+        check_extensions(fields)?;
+        if !valid_nonce(nonce)
+            || !nonce.starts_with(&self.client_nonce)
+            || nonce.len() == self.client_nonce.len()
+        {
             return Err(SaslFailure::MalformedRequest);
         }
         let salt = B64.decode(salt).map_err(|_| SaslFailure::MalformedRequest)?;
-        let iters: u32 = iters.parse().map_err(|_| SaslFailure::MalformedRequest)?;
+        let iterations: u32 = match iterations.parse() {
+            Ok(i) if i > 0 && iterations.bytes().all(|b| b.is_ascii_digit()) => i,
+            _ => return Err(SaslFailure::MalformedRequest),
+        };
         let h = self.hash;
         let salted = match self.salted.take() {
             Some(s) => s,
-            None => h.salted_password(&self.password, &salt, iters),
+            None => h.salted_password(&self.password, &salt, iterations),
         };
-        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+        let (client_key, stored_key, server_key) = h.keys(&salted);
+        let without_proof = format!("c={},r={nonce}", B64.encode(&self.gs2_header));
         let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
-        let client_key = h.hmac(&salted, b"Client Key");
-        let stored_key = h.hash(&client_key);
-        let signature = h.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
-        let server_key = h.hmac(&salted, b"Server Key");
-        self.expected_server_signature = Some(h.hmac(&server_key, auth_message.as_bytes()));
+        let client_signature = h.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&client_signature).map(|(k, s)| k ^ s).collect();
+        self.state =
+            ClientState::SentFinal { server_signature: h.hmac(&server_key, auth_message.as_bytes()) };
         self.salted = Some(salted);
         Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
     }
 
-    /// Check server-final-message (mutual authentication).
+    /// Check server-final-message (RFC 5802 §5.1: `v=base64(ServerSignature)` or `e=error`):
+    /// mutual authentication. `e=` or a wrong signature gives [`SaslFailure::NotAuthorized`]; bad
+    /// syntax, or a call before [`ScramClient::handle_server_first`], gives
+    /// [`SaslFailure::MalformedRequest`].
     pub fn verify_server_final(&self, msg: &[u8]) -> Result<(), SaslFailure> {
+        let ClientState::SentFinal { server_signature } = &self.state else {
+            return Err(SaslFailure::MalformedRequest);
+        };
         let msg = std::str::from_utf8(msg).map_err(|_| SaslFailure::MalformedRequest)?;
-        let v = msg.strip_prefix("v=").ok_or(SaslFailure::NotAuthorized)?;
+        let mut fields = msg.split(',');
+        let first = fields.next().unwrap_or_default();
+        if first.starts_with("e=") {
+            return Err(SaslFailure::NotAuthorized);
+        }
+        let v = first.strip_prefix("v=").ok_or(SaslFailure::MalformedRequest)?;
+        check_extensions(fields)?;
         let v = B64.decode(v).map_err(|_| SaslFailure::MalformedRequest)?;
-        match &self.expected_server_signature {
-            Some(exp) if constant_time_eq(exp, &v) => Ok(()),
-            _ => Err(SaslFailure::NotAuthorized),
+        if constant_time_eq(server_signature, &v) {
+            Ok(())
+        } else {
+            Err(SaslFailure::NotAuthorized)
         }
     }
 }
@@ -404,133 +639,505 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn vector(
+    const HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
+
+    /// One RFC example: (hash, client nonce, server nonce part, salt, messages...).
+    struct Vector {
         hash: ScramHash,
-        cnonce: &str,
-        snonce: &str,
-        salt: &str,
-        first: &str,
-        fin: &str,
-        server_fin: &str,
-    ) {
-        let salt = B64.decode(salt).unwrap();
-        let creds = ScramCredentials::derive(hash, "pencil", &salt, 4096).unwrap();
-        let mut s = ScramServer::with_nonce(hash, snonce);
-        let cf = s.client_first(format!("n,,n=user,r={cnonce}").as_bytes()).unwrap();
-        assert_eq!(cf.username, "user");
-        assert_eq!(String::from_utf8(s.server_first(&creds)).unwrap(), first);
-        assert_eq!(String::from_utf8(s.client_final(fin.as_bytes()).unwrap()).unwrap(), server_fin);
-        // The client side produces the same messages.
-        let mut c = ScramClient::new(hash, "user", "pencil", cnonce);
-        assert_eq!(String::from_utf8(c.handle_server_first(first.as_bytes()).unwrap()).unwrap(), fin);
-        c.verify_server_final(server_fin.as_bytes()).unwrap();
+        client_nonce: &'static str,
+        server_nonce: &'static str,
+        salt_b64: &'static str,
+        client_first: &'static str,
+        server_first: &'static str,
+        client_final: &'static str,
+        server_final: &'static str,
+    }
+
+    /// RFC 5802 §5: SCRAM-SHA-1, user "user", password "pencil".
+    const RFC5802: Vector = Vector {
+        hash: ScramHash::Sha1,
+        client_nonce: "fyko+d2lbbFgONRv9qkxdawL",
+        server_nonce: "3rfcNHYJY1ZVvWVs7j",
+        salt_b64: "QSXCR+Q6sek8bf92",
+        client_first: "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+        server_first: "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+        client_final: "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+        server_final: "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
+    };
+
+    /// RFC 7677 §3: SCRAM-SHA-256, user "user", password "pencil".
+    const RFC7677: Vector = Vector {
+        hash: ScramHash::Sha256,
+        client_nonce: "rOprNGfwEbeRWgbNEkqO",
+        server_nonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+        salt_b64: "W22ZaJ0SNY7soEsUEjb6gQ==",
+        client_first: "n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+        server_first: "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+        client_final: "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        server_final: "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+    };
+
+    fn creds(v: &Vector) -> ScramCredentials {
+        ScramCredentials::derive(v.hash, "pencil", &B64.decode(v.salt_b64).unwrap(), 4096).unwrap()
+    }
+
+    /// A server that has sent server-first for the vector.
+    fn server_at_final(v: &Vector) -> ScramServer {
+        let mut s = ScramServer::with_nonce(v.hash, v.server_nonce);
+        let first = s.client_first(v.client_first.as_bytes()).unwrap();
+        assert_eq!(first, ScramClientFirst { username: "user".into(), authzid: None });
+        assert_eq!(String::from_utf8(s.server_first(&creds(v))).unwrap(), v.server_first);
+        s
+    }
+
+    fn check_vector(v: &Vector) {
+        // Server side: exact server-first, accepts the exact client-final, exact server-final.
+        let mut s = server_at_final(v);
+        let fin = s.client_final(v.client_final.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(fin).unwrap(), v.server_final);
+        // Client side: the same messages.
+        let mut c = ScramClient::new(v.hash, "user", "pencil", v.client_nonce);
+        assert_eq!(String::from_utf8(c.client_first()).unwrap(), v.client_first);
+        let cf = c.handle_server_first(v.server_first.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(cf).unwrap(), v.client_final);
+        c.verify_server_final(v.server_final.as_bytes()).unwrap();
+        // verify_password agrees.
+        assert!(creds(v).verify_password("pencil"));
+        assert!(!creds(v).verify_password("pencil2"));
     }
 
     #[test]
     fn rfc5802_sha1_example() {
-        vector(
-            ScramHash::Sha1,
-            "fyko+d2lbbFgONRv9qkxdawL",
-            "3rfcNHYJY1ZVvWVs7j",
-            "QSXCR+Q6sek8bf92",
-            "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
-            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
-            "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
-        );
+        check_vector(&RFC5802);
     }
 
     #[test]
     fn rfc7677_sha256_example() {
-        vector(
-            ScramHash::Sha256,
-            "rOprNGfwEbeRWgbNEkqO",
-            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
-            "W22ZaJ0SNY7soEsUEjb6gQ==",
-            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
-            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
-            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
-        );
-    }
-
-    fn exchange(hash: ScramHash, user: &str, stored_pw: &str, offered_pw: &str) -> Result<(), SaslFailure> {
-        let creds = ScramCredentials::generate(hash, stored_pw, 4096).unwrap();
-        let mut c = ScramClient::new(hash, user, offered_pw, "abcdefghijkl");
-        let mut s = ScramServer::new(hash);
-        let first = s.client_first(&c.client_first())?;
-        assert_eq!(first.username, user);
-        let sf = s.server_first(&creds);
-        let cf = c.handle_server_first(&sf)?;
-        let fin = s.client_final(&cf)?;
-        c.verify_server_final(&fin)
+        check_vector(&RFC7677);
     }
 
     #[test]
-    fn round_trips_and_wrong_passwords() {
-        for h in [ScramHash::Sha1, ScramHash::Sha256] {
-            exchange(h, "alice", "pw", "pw").unwrap();
-            exchange(h, "we,ird=name", "pw", "pw").unwrap();
-            assert_eq!(exchange(h, "alice", "pw", "nope"), Err(SaslFailure::NotAuthorized));
+    fn wrong_proof_is_not_authorized() {
+        for v in [&RFC5802, &RFC7677] {
+            let (prefix, proof) = v.client_final.rsplit_once(",p=").unwrap();
+            let mut bytes = B64.decode(proof).unwrap();
+            bytes[0] ^= 1;
+            let flipped = format!("{prefix},p={}", B64.encode(&bytes));
+            assert_eq!(server_at_final(v).client_final(flipped.as_bytes()), Err(SaslFailure::NotAuthorized));
+            // A proof of the wrong length.
+            let short = format!("{prefix},p={}", B64.encode(&bytes[1..]));
+            assert_eq!(server_at_final(v).client_final(short.as_bytes()), Err(SaslFailure::NotAuthorized));
+            // Right proof, wrong password stored.
+            let mut s = ScramServer::with_nonce(v.hash, v.server_nonce);
+            s.client_first(v.client_first.as_bytes()).unwrap();
+            let salt = B64.decode(v.salt_b64).unwrap();
+            s.server_first(&ScramCredentials::derive(v.hash, "pencil!", &salt, 4096).unwrap());
+            assert_eq!(s.client_final(v.client_final.as_bytes()), Err(SaslFailure::NotAuthorized));
         }
     }
 
     #[test]
-    fn decoys_never_verify() {
-        let creds = ScramCredentials::decoy(ScramHash::Sha256, "ghost", b"secret");
-        assert_eq!(creds.salt, ScramCredentials::decoy(ScramHash::Sha256, "ghost", b"secret").salt);
-        let mut c = ScramClient::new(ScramHash::Sha256, "ghost", "anything", "nonce123");
-        let mut s = ScramServer::new(ScramHash::Sha256);
-        s.client_first(&c.client_first()).unwrap();
+    fn credentials_for_another_hash_never_verify() {
+        let mut s = ScramServer::with_nonce(ScramHash::Sha1, RFC5802.server_nonce);
+        s.client_first(RFC5802.client_first.as_bytes()).unwrap();
+        let salt = B64.decode(RFC5802.salt_b64).unwrap();
+        s.server_first(&ScramCredentials::derive(ScramHash::Sha256, "pencil", &salt, 4096).unwrap());
+        assert_eq!(s.client_final(RFC5802.client_final.as_bytes()), Err(SaslFailure::NotAuthorized));
+    }
+
+    /// A full exchange; returns the username the server saw.
+    fn exchange(
+        hash: ScramHash,
+        creds: &ScramCredentials,
+        mut c: ScramClient,
+    ) -> Result<ScramClientFirst, SaslFailure> {
+        let mut s = ScramServer::new(hash);
+        let first = s.client_first(&c.client_first())?;
+        let cf = c.handle_server_first(&s.server_first(creds))?;
+        let fin = s.client_final(&cf)?;
+        c.verify_server_final(&fin)?;
+        Ok(first)
+    }
+
+    #[test]
+    fn client_server_round_trips() {
+        for h in HASHES {
+            let creds = ScramCredentials::generate(h, "correct horse", 4096).unwrap();
+            for user in ["alice", "we,ird=name", "=2C", ",,==", "j\u{00FC}rgen"] {
+                let c = ScramClient::new(h, user, "correct horse", "abcdefghijkl");
+                let first = exchange(h, &creds, c).unwrap();
+                assert_eq!(first.username, user);
+                assert_eq!(first.authzid, None);
+            }
+            let c = ScramClient::new(h, "alice", "wrong horse", "abcdefghijkl");
+            assert_eq!(exchange(h, &creds, c), Err(SaslFailure::NotAuthorized));
+        }
+    }
+
+    #[test]
+    fn authzid_round_trip() {
+        let creds = ScramCredentials::generate(ScramHash::Sha256, "pw", 4096).unwrap();
+        let c = ScramClient::new(ScramHash::Sha256, "alice", "pw", "nonce").with_authzid("a,b=c@example.com");
+        assert_eq!(String::from_utf8(c.client_first()).unwrap(), "n,a=a=2Cb=3Dc@example.com,n=alice,r=nonce");
+        let first = exchange(ScramHash::Sha256, &creds, c).unwrap();
+        assert_eq!(first.authzid.as_deref(), Some("a,b=c@example.com"));
+    }
+
+    #[test]
+    fn gs2_flag_y_is_accepted_and_bound() {
+        // 'y': the client supports channel binding but believes the server does not (RFC 5802 §6);
+        // the client-final must then carry c=base64("y,,") = "eSws".
+        let creds = ScramCredentials::generate(ScramHash::Sha1, "pw", 4096).unwrap();
+        let mut c = ScramClient::new(ScramHash::Sha1, "bob", "pw", "ynonce");
+        c.gs2_header = "y,,".into();
+        assert!(exchange(ScramHash::Sha1, &creds, c).is_ok());
+        // The same client-final with c=biws ("n,,") does not match the 'y' header.
+        let mut c = ScramClient::new(ScramHash::Sha1, "bob", "pw", "ynonce");
+        let mut s = ScramServer::with_nonce(ScramHash::Sha1, "srv");
+        s.client_first(b"y,,n=bob,r=ynonce").unwrap();
         let cf = c.handle_server_first(&s.server_first(&creds)).unwrap();
+        assert!(cf.starts_with(b"c=biws,"));
         assert_eq!(s.client_final(&cf), Err(SaslFailure::NotAuthorized));
     }
 
     #[test]
-    fn malformed_and_out_of_order() {
-        for bad in [
-            "",
-            "n",
-            "n,,",
-            "p=tls-unique,,n=a,r=x",
-            "n,,n=a",
-            "n,,r=x,n=a",
-            "n,,n=a=zz,r=x",
-            "n,,n=,r=x",
-            "q,,n=a,r=x",
-        ] {
-            let mut s = ScramServer::new(ScramHash::Sha1);
-            assert!(s.client_first(bad.as_bytes()).is_err(), "{bad}");
+    fn escaped_usernames() {
+        let parse = |m: &str| ScramServer::with_nonce(ScramHash::Sha256, "s").client_first(m.as_bytes());
+        assert_eq!(parse("n,,n=a=2Cb=3Dc,r=x").unwrap().username, "a,b=c");
+        assert_eq!(parse("n,,n==3D=3D,r=x").unwrap().username, "==");
+        // SASLprep applies after unescaping (RFC 4013 §3 example: soft hyphen maps to nothing).
+        assert_eq!(parse("n,,n=I\u{00AD}X,r=x").unwrap().username, "IX");
+        for bad in ["n,,n=a=2c,r=x", "n,,n=a=,r=x", "n,,n=a=2,r=x", "n,,n=a=41,r=x", "n,,n==,r=x"] {
+            assert_eq!(parse(bad), Err(SaslFailure::MalformedRequest), "{bad}");
         }
-        let mut s = ScramServer::new(ScramHash::Sha1);
-        assert_eq!(s.client_final(b"c=biws,r=x,p=AAAA"), Err(SaslFailure::MalformedRequest));
-        assert!(s.server_first(&ScramCredentials::decoy(ScramHash::Sha1, "a", b"k")).is_empty());
-        // Channel-binding data that does not match the GS2 header.
-        let creds = ScramCredentials::generate(ScramHash::Sha1, "pw", 4096).unwrap();
-        let mut s = ScramServer::with_nonce(ScramHash::Sha1, "srv");
-        s.client_first(b"n,,n=a,r=cli").unwrap();
-        s.server_first(&creds);
-        assert_eq!(s.client_final(b"c=eSws,r=clisrv,p=AAAA"), Err(SaslFailure::NotAuthorized));
-        let mut s = ScramServer::with_nonce(ScramHash::Sha1, "srv");
-        s.client_first(b"n,,n=a,r=cli").unwrap();
-        s.server_first(&creds);
-        assert_eq!(s.client_final(b"c=biws,r=WRONG,p=AAAA"), Err(SaslFailure::NotAuthorized));
     }
 
     #[test]
-    fn verify_password_for_plain() {
-        let c = ScramCredentials::generate(ScramHash::Sha256, "correct horse", 4096).unwrap();
-        assert!(c.verify_password("correct horse"));
-        assert!(!c.verify_password("correct horse "));
+    fn client_first_fields() {
+        let parse = |m: &[u8]| ScramServer::with_nonce(ScramHash::Sha256, "s").client_first(m);
+        let ok = parse(b"n,a=admin@example.com,n=alice,r=abc,x=ext").unwrap();
+        assert_eq!(ok.authzid.as_deref(), Some("admin@example.com"));
+        assert_eq!(ok.username, "alice");
+        for bad in [
+            &b""[..],
+            b"n",
+            b"n,",
+            b"n,,",
+            b"n,,n=alice",
+            b"n,,r=abc",
+            b"n,,r=abc,n=alice",
+            b"n,,n=alice,r=",
+            b"n,,n=,r=abc",
+            b"n,,n=alice,r=a b",
+            b"n,,n=alice,r=abc\x7f",
+            b"n,,n=alice,r=abc,",
+            b"n,,n=alice,r=abc,bogus",
+            b"n,,n=alice,r=abc,m=late",
+            b"n,,m=ext,n=alice,r=abc",
+            b"p=tls-unique,,n=alice,r=abc",
+            b"p=tls-exporter,,n=alice,r=abc",
+            b"q,,n=alice,r=abc",
+            b"N,,n=alice,r=abc",
+            b"n,b=x,n=alice,r=abc",
+            b"n,a=,n=alice,r=abc",
+            b"n,a=x=,n=alice,r=abc",
+            b"n,,n=al\x07ice,r=abc",
+            b"n,,n=al\xffice,r=abc",
+            b"F,n,,n=alice,r=abc",
+        ] {
+            assert_eq!(parse(bad), Err(SaslFailure::MalformedRequest), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A server after client-first "n,,n=a,r=cli" and server-first with nonce part "srv".
+    fn server_after_first(creds: &ScramCredentials) -> ScramServer {
+        let mut s = ScramServer::with_nonce(creds.hash, "srv");
+        s.client_first(b"n,,n=a,r=cli").unwrap();
+        assert_eq!(
+            s.server_first(creds),
+            format!("r=clisrv,s={},i={}", B64.encode(&creds.salt), creds.iterations).into_bytes()
+        );
+        s
+    }
+
+    #[test]
+    fn malformed_client_final() {
+        let creds = ScramCredentials::derive(ScramHash::Sha1, "pw", b"salt", 4096).unwrap();
+        let proof = B64.encode([0u8; 20]);
+        let cases: Vec<(String, SaslFailure)> = vec![
+            (String::new(), SaslFailure::MalformedRequest),
+            ("c=biws,r=clisrv".into(), SaslFailure::MalformedRequest),
+            (format!("r=clisrv,p={proof}"), SaslFailure::MalformedRequest),
+            (format!("c=biws,p={proof}"), SaslFailure::MalformedRequest),
+            (format!("r=clisrv,c=biws,p={proof}"), SaslFailure::MalformedRequest),
+            (format!("c=biws,r=clisrv,bogus,p={proof}"), SaslFailure::MalformedRequest),
+            (format!("c=biws,r=clisrv,m=x,p={proof}"), SaslFailure::MalformedRequest),
+            ("c=biws,r=clisrv,p=!!notbase64".into(), SaslFailure::MalformedRequest),
+            ("c=biws,r=clisrv,p=AAA".into(), SaslFailure::MalformedRequest),
+            (format!("c=bi*s,r=clisrv,p={proof}"), SaslFailure::MalformedRequest),
+            (format!("c=biws,r=clisrv,p={proof},x=1"), SaslFailure::MalformedRequest),
+            // Wrong nonce, wrong channel binding, wrong proof.
+            (format!("c=biws,r=clisrvX,p={proof}"), SaslFailure::NotAuthorized),
+            (format!("c=biws,r=cli,p={proof}"), SaslFailure::NotAuthorized),
+            (format!("c=eSws,r=clisrv,p={proof}"), SaslFailure::NotAuthorized),
+            (format!("c=,r=clisrv,p={proof}"), SaslFailure::NotAuthorized),
+            (format!("c=biws,r=clisrv,p={proof}"), SaslFailure::NotAuthorized),
+            (format!("c=biws,r=clisrv,x=ext,p={proof}"), SaslFailure::NotAuthorized),
+            ("c=biws,r=clisrv,p=".into(), SaslFailure::NotAuthorized),
+        ];
+        for (msg, expected) in cases {
+            assert_eq!(server_after_first(&creds).client_final(msg.as_bytes()), Err(expected), "{msg}");
+        }
+        assert_eq!(
+            server_after_first(&creds).client_final(b"c=biws,r=clisrv\xff,p=AAAA"),
+            Err(SaslFailure::MalformedRequest)
+        );
+    }
+
+    #[test]
+    fn server_steps_out_of_order() {
+        let creds = ScramCredentials::derive(ScramHash::Sha256, "pw", b"salt", 4096).unwrap();
+        // client_final first.
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        assert_eq!(s.client_final(b"c=biws,r=x,p=AAAA"), Err(SaslFailure::MalformedRequest));
+        assert_eq!(s.client_first(b"n,,n=a,r=cli"), Err(SaslFailure::MalformedRequest));
+        // server_first first: empty, and the exchange is over.
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        assert!(s.server_first(&creds).is_empty());
+        assert_eq!(s.client_first(b"n,,n=a,r=cli"), Err(SaslFailure::MalformedRequest));
+        // client_first twice.
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        s.client_first(b"n,,n=a,r=cli").unwrap();
+        assert_eq!(s.client_first(b"n,,n=a,r=cli"), Err(SaslFailure::MalformedRequest));
+        assert!(s.server_first(&creds).is_empty());
+        // client_final before server_first.
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        s.client_first(b"n,,n=a,r=cli").unwrap();
+        assert_eq!(s.client_final(b"c=biws,r=x,p=AAAA"), Err(SaslFailure::MalformedRequest));
+        // server_first twice.
+        let mut s = server_after_first(&creds);
+        assert!(s.server_first(&creds).is_empty());
+        assert_eq!(s.client_final(b"c=biws,r=clisrv,p=AAAA"), Err(SaslFailure::MalformedRequest));
+        // client_final twice, even after success.
+        let mut s = server_at_final(&RFC7677);
+        s.client_final(RFC7677.client_final.as_bytes()).unwrap();
+        assert_eq!(s.client_final(RFC7677.client_final.as_bytes()), Err(SaslFailure::MalformedRequest));
+        // A failed client_first ends the exchange too.
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        assert!(s.client_first(b"garbage").is_err());
+        assert_eq!(s.client_first(b"n,,n=a,r=cli"), Err(SaslFailure::MalformedRequest));
+    }
+
+    #[test]
+    fn invalid_configured_nonce_is_refused() {
+        for nonce in ["", "a,b", "sp ace"] {
+            let mut s = ScramServer::with_nonce(ScramHash::Sha1, nonce);
+            assert_eq!(s.client_first(b"n,,n=a,r=cli"), Err(SaslFailure::TemporaryAuthFailure));
+        }
+    }
+
+    #[test]
+    fn random_server_nonces() {
+        let a = ScramServer::new(ScramHash::Sha1);
+        let b = ScramServer::new(ScramHash::Sha1);
+        assert_ne!(a.server_nonce, b.server_nonce);
+        assert_eq!(a.server_nonce.len(), 32);
+        assert!(valid_nonce(&a.server_nonce));
+        assert!(!a.rng_failed);
+        assert_eq!(a.hash(), ScramHash::Sha1);
+        assert!(!format!("{a:?}").is_empty());
+    }
+
+    #[test]
+    fn client_rejects_bad_server_first() {
+        let bad: [&[u8]; 14] = [
+            b"",
+            b"r=abcSRV,s=c2FsdA==",
+            b"r=abcSRV,i=4096",
+            b"s=c2FsdA==,r=abcSRV,i=4096",
+            b"r=xyzSRV,s=c2FsdA==,i=4096",
+            b"r=abc,s=c2FsdA==,i=4096",
+            b"r=abcS V,s=c2FsdA==,i=4096",
+            b"r=abcSRV,s=!!,i=4096",
+            b"r=abcSRV,s=c2FsdA==,i=0",
+            b"r=abcSRV,s=c2FsdA==,i=-1",
+            b"r=abcSRV,s=c2FsdA==,i=+5",
+            b"r=abcSRV,s=c2FsdA==,i=99999999999",
+            b"m=x,r=abcSRV,s=c2FsdA==,i=4096",
+            b"r=abcSRV,s=c2FsdA==,i=4096,junk",
+        ];
+        for msg in bad {
+            let mut c = ScramClient::new(ScramHash::Sha1, "u", "pw", "abc");
+            assert_eq!(c.handle_server_first(msg), Err(SaslFailure::MalformedRequest), "{msg:?}");
+            // After a failure the exchange is over.
+            assert_eq!(c.handle_server_first(b"r=abcSRV,s=c2FsdA==,i=1"), Err(SaslFailure::MalformedRequest));
+        }
+        // Extensions after i= are ignored.
+        let mut c = ScramClient::new(ScramHash::Sha1, "u", "pw", "abc");
+        assert!(c.handle_server_first(b"r=abcSRV,s=c2FsdA==,i=1,x=y").is_ok());
+    }
+
+    #[test]
+    fn client_steps_out_of_order_and_bad_server_final() {
+        let mut c = ScramClient::new(RFC5802.hash, "user", "pencil", RFC5802.client_nonce);
+        assert_eq!(
+            c.verify_server_final(RFC5802.server_final.as_bytes()),
+            Err(SaslFailure::MalformedRequest)
+        );
+        c.handle_server_first(RFC5802.server_first.as_bytes()).unwrap();
+        assert_eq!(
+            c.handle_server_first(RFC5802.server_first.as_bytes()),
+            Err(SaslFailure::MalformedRequest)
+        );
+        let mut c = ScramClient::new(RFC5802.hash, "user", "pencil", RFC5802.client_nonce);
+        c.handle_server_first(RFC5802.server_first.as_bytes()).unwrap();
+        for (msg, expected) in [
+            (&b"e=invalid-proof"[..], SaslFailure::NotAuthorized),
+            (b"v=AAAA", SaslFailure::NotAuthorized),
+            (b"v=", SaslFailure::NotAuthorized),
+            (b"v=!!", SaslFailure::MalformedRequest),
+            (b"", SaslFailure::MalformedRequest),
+            (b"x=1", SaslFailure::MalformedRequest),
+            (b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=,junk", SaslFailure::MalformedRequest),
+            (b"\xff", SaslFailure::MalformedRequest),
+        ] {
+            assert_eq!(c.verify_server_final(msg), Err(expected), "{msg:?}");
+        }
+        c.verify_server_final(RFC5802.server_final.as_bytes()).unwrap();
+        c.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=,x=ext").unwrap();
+    }
+
+    #[test]
+    fn cached_salted_password() {
+        let salt = B64.decode(RFC7677.salt_b64).unwrap();
+        let mut c = ScramClient::new(ScramHash::Sha256, "user", "pencil", RFC7677.client_nonce);
+        assert_eq!(c.salted_password(), None);
+        c.handle_server_first(RFC7677.server_first.as_bytes()).unwrap();
+        let salted = c.salted_password().unwrap().to_vec();
+        assert_eq!(salted, ScramHash::Sha256.salted_password("pencil", &salt, 4096));
+        // A client that only has the cached value (not the password) produces the same proof.
+        let mut c2 = ScramClient::new(ScramHash::Sha256, "user", "not the password", RFC7677.client_nonce)
+            .with_salted_password(salted.clone());
+        assert_eq!(c2.salted_password(), Some(&salted[..]));
+        let cf = c2.handle_server_first(RFC7677.server_first.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(cf).unwrap(), RFC7677.client_final);
+        // A cache of the wrong length is ignored.
+        let c3 =
+            ScramClient::new(ScramHash::Sha256, "user", "pencil", "n").with_salted_password(vec![1, 2, 3]);
+        assert_eq!(c3.salted_password(), None);
+        assert!(!format!("{c3:?}").contains("pencil"));
+    }
+
+    #[test]
+    fn decoys() {
+        for h in HASHES {
+            let d = ScramCredentials::decoy(h, "ghost", b"secret");
+            let again = ScramCredentials::decoy(h, "ghost", b"secret");
+            assert_eq!(d.salt, again.salt, "stable salt");
+            assert_ne!(d.stored_key, again.stored_key, "random keys");
+            assert_eq!(d.salt.len(), 16);
+            assert_eq!(d.iterations, 4096);
+            assert_eq!(d.stored_key.len(), h.output_len());
+            assert_ne!(d.salt, ScramCredentials::decoy(h, "ghost2", b"secret").salt);
+            assert_ne!(d.salt, ScramCredentials::decoy(h, "ghost", b"other").salt);
+            assert!(!d.verify_password("anything"));
+            let c = ScramClient::new(h, "ghost", "anything", "nonce123");
+            assert_eq!(exchange(h, &d, c), Err(SaslFailure::NotAuthorized));
+            assert_eq!(
+                ScramCredentials::decoy_with_iterations(h, "ghost", b"secret", 10000).iterations,
+                10000
+            );
+            assert_eq!(ScramCredentials::decoy_with_iterations(h, "ghost", b"secret", 0).iterations, 4096);
+        }
+    }
+
+    #[test]
+    fn derive_and_verify_password() {
+        for h in HASHES {
+            let c = ScramCredentials::generate(h, "correct horse", 4096).unwrap();
+            assert_eq!(c.salt.len(), 16);
+            assert_eq!(c.hash, h);
+            assert_ne!(c.salt, ScramCredentials::generate(h, "correct horse", 4096).unwrap().salt);
+            assert!(c.verify_password("correct horse"));
+            assert!(!c.verify_password("correct horse "));
+            assert!(!c.verify_password(""));
+            assert!(!c.verify_password("bad\u{0007}"));
+            // SASLprep (RFC 4013 §3): "I<SOFT HYPHEN>X" and "IX" are the same password.
+            let c = ScramCredentials::derive(h, "IX", b"salt", 4096).unwrap();
+            assert!(c.verify_password("I\u{00AD}X"));
+            assert!(c.verify_password("\u{2168}"));
+            assert_eq!(c, ScramCredentials::derive(h, "I\u{00AD}X", b"salt", 4096).unwrap());
+        }
+        assert_eq!(
+            ScramCredentials::derive(ScramHash::Sha1, "", b"s", 4096),
+            Err(SaslFailure::MalformedRequest)
+        );
+        assert_eq!(
+            ScramCredentials::derive(ScramHash::Sha1, "pw", b"s", 0),
+            Err(SaslFailure::MalformedRequest)
+        );
+        assert_eq!(
+            ScramCredentials::derive(ScramHash::Sha1, "p\u{0007}w", b"s", 1),
+            Err(SaslFailure::MalformedRequest)
+        );
+        let mut zero = ScramCredentials::derive(ScramHash::Sha1, "pw", b"s", 1).unwrap();
+        zero.iterations = 0;
+        assert!(!zero.verify_password("pw"));
+    }
+
+    #[test]
+    fn mechanism_names() {
+        for h in HASHES {
+            assert_eq!(ScramHash::from_mechanism(h.mechanism()), Some(h));
+        }
+        assert_eq!(ScramHash::Sha1.mechanism(), "SCRAM-SHA-1");
+        assert_eq!(ScramHash::Sha256.mechanism(), "SCRAM-SHA-256");
+        for other in ["PLAIN", "SCRAM-SHA-256-PLUS", "scram-sha-1", "SCRAM-SHA-512", ""] {
+            assert_eq!(ScramHash::from_mechanism(other), None);
+        }
+    }
+
+    /// Bytes that are often close to valid SCRAM messages.
+    fn scramish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            "[nyp]?,(a=[a-z=2CD]{0,6})?,(m=x,)?n=[a-z=,2CD]{0,8},r=[!-~]{0,10}(,[a-z]=[a-z]{0,3}){0,2}"
+                .prop_map(String::into_bytes),
+            "c=(biws|eSws|[A-Za-z0-9+/=]{0,8}),r=(clisrv|[!-~]{0,8})(,[a-z]=[a-z]{0,3})?,p=[A-Za-z0-9+/=,]{0,40}"
+                .prop_map(String::into_bytes),
+        ]
     }
 
     proptest! {
         #[test]
-        fn arbitrary_input_never_panics(a in prop::collection::vec(any::<u8>(), 0..200), b in prop::collection::vec(any::<u8>(), 0..200)) {
-            let mut s = ScramServer::new(ScramHash::Sha256);
-            if s.client_first(&a).is_ok() {
-                s.server_first(&ScramCredentials::decoy(ScramHash::Sha256, "x", b"k"));
+        fn server_never_panics(first in scramish(), last in scramish()) {
+            let mut s = ScramServer::with_nonce(ScramHash::Sha256, "srv");
+            if s.client_first(&first).is_ok() {
+                s.server_first(&ScramCredentials::decoy_with_iterations(ScramHash::Sha256, "x", b"k", 1));
             }
-            let _ = s.client_final(&b);
-            let _ = super::super::parse_plain(&a);
+            prop_assert!(s.client_final(&last).is_err());
+        }
+
+        #[test]
+        fn client_final_never_panics(last in scramish()) {
+            let creds = ScramCredentials::decoy_with_iterations(ScramHash::Sha1, "a", b"k", 1);
+            let mut s = server_after_first(&creds);
+            prop_assert!(s.client_final(&last).is_err());
+        }
+
+        #[test]
+        fn client_never_panics(first in scramish(), last in scramish()) {
+            let mut c = ScramClient::new(ScramHash::Sha1, "u", "pw", "cli");
+            let _ = c.handle_server_first(&first);
+            let _ = c.verify_server_final(&last);
+        }
+
+        #[test]
+        fn any_username_round_trips(user in "[a-zA-Z0-9,=@. ]{1,16}", pw in "[!-~]{1,16}") {
+            prop_assume!(!user.trim().is_empty());
+            let creds = ScramCredentials::derive(ScramHash::Sha256, &pw, b"salt", 1).unwrap();
+            let c = ScramClient::new(ScramHash::Sha256, &user, &pw, "cnonce");
+            prop_assert_eq!(exchange(ScramHash::Sha256, &creds, c).unwrap().username, user);
         }
     }
 }
