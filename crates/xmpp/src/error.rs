@@ -63,6 +63,33 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// Every condition, for lookups by name.
+    pub const ALL: [StreamError; 17] = [
+        StreamError::BadFormat,
+        StreamError::Conflict,
+        StreamError::ConnectionTimeout,
+        StreamError::HostUnknown,
+        StreamError::InternalServerError,
+        StreamError::InvalidFrom,
+        StreamError::InvalidNamespace,
+        StreamError::InvalidXml,
+        StreamError::NotAuthorized,
+        StreamError::NotWellFormed,
+        StreamError::PolicyViolation,
+        StreamError::ResourceConstraint,
+        StreamError::RestrictedXml,
+        StreamError::SystemShutdown,
+        StreamError::UndefinedCondition,
+        StreamError::UnsupportedStanzaType,
+        StreamError::UnsupportedVersion,
+    ];
+
+    /// The condition named `name` (as [`StreamError::condition`] spells it); unknown names read
+    /// as `undefined-condition` (RFC 6120 §4.9.3.19).
+    pub fn from_condition(name: &str) -> StreamError {
+        StreamError::ALL.into_iter().find(|e| e.condition() == name).unwrap_or(StreamError::UndefinedCondition)
+    }
+
     /// The condition's element name.
     pub fn condition(self) -> &'static str {
         match self {
@@ -257,5 +284,18 @@ mod tests {
         assert_eq!(e.attr("type"), Some("cancel"));
         assert!(e.get_child("service-unavailable", ns::STANZAS).is_some());
         assert_eq!(StanzaError::BadRequest.default_type(), StanzaErrorType::Modify);
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::StreamError;
+
+    #[test]
+    fn conditions_read_back_by_name() {
+        for e in StreamError::ALL {
+            assert_eq!(StreamError::from_condition(e.condition()), e);
+        }
+        assert_eq!(StreamError::from_condition("no-such"), StreamError::UndefinedCondition);
     }
 }
