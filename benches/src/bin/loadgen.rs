@@ -118,7 +118,10 @@ impl AsyncWrite for Stream {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
@@ -126,7 +129,10 @@ impl AsyncWrite for Stream {
         }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
@@ -226,8 +232,11 @@ async fn login(args: &Args, user: &str, resource: &str, cache: &SaltCache, prese
     let success = match args.mech.as_str() {
         "plain" => {
             let payload = B64.encode(format!("\0{user}\0{}", args.password));
-            c.send(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>").as_bytes())
-                .await?;
+            c.send(
+                format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>")
+                    .as_bytes(),
+            )
+            .await?;
             c.element().await?
         }
         m => {
@@ -251,14 +260,16 @@ async fn login(args: &Args, user: &str, resource: &str, cache: &SaltCache, prese
             )
             .await?;
             let ch = c.element().await?;
-            let fin = sc
-                .handle_server_first(&B64.decode(ch.text().trim())?)
-                .map_err(|e| anyhow!("scram: {e}"))?;
+            let fin =
+                sc.handle_server_first(&B64.decode(ch.text().trim())?).map_err(|e| anyhow!("scram: {e}"))?;
             if let Some(s) = sc.salted_password() {
                 cache.borrow_mut().insert(key, s.to_vec());
             }
-            c.send(format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin)).as_bytes())
-                .await?;
+            c.send(
+                format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin))
+                    .as_bytes(),
+            )
+            .await?;
             c.element().await?
         }
     };
@@ -310,7 +321,8 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
     // Fields after "pid (comm)": state is [0]; utime is field 14 overall → index 11 here.
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let rss_kb: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(ProcSample { cpu_seconds: ticks / 100.0, rss_bytes: rss_kb * 1024 })
 }
 
@@ -340,9 +352,12 @@ async fn scenario_login(args: &Args) -> Result<String> {
             let _permit = sem.acquire().await.map_err(|e| anyhow!("{e}"))?;
             let t = Instant::now();
             let name = user(&args, i % args.clients.max(1));
-            let mut c = tokio::time::timeout(Duration::from_secs(30), login(&args, &name, &format!("l{i}"), &cache, false))
-                .await
-                .map_err(|_| anyhow!("login timed out"))??;
+            let mut c = tokio::time::timeout(
+                Duration::from_secs(30),
+                login(&args, &name, &format!("l{i}"), &cache, false),
+            )
+            .await
+            .map_err(|_| anyhow!("login timed out"))??;
             let took = t.elapsed();
             let _ = c.send(b"</stream:stream>").await;
             anyhow::Ok(took)
@@ -360,7 +375,9 @@ async fn scenario_login(args: &Args) -> Result<String> {
     let after = sample(args.server_pid);
     lat.sort_unstable();
     let cpu = match (before, after) {
-        (Some(b), Some(a)) => format!("{:.1}", (a.cpu_seconds - b.cpu_seconds) * 1e6 / lat.len().max(1) as f64),
+        (Some(b), Some(a)) => {
+            format!("{:.1}", (a.cpu_seconds - b.cpu_seconds) * 1e6 / lat.len().max(1) as f64)
+        }
         _ => "null".into(),
     };
     Ok(format!(
@@ -481,7 +498,8 @@ async fn scenario_messages(args: &Args) -> Result<String> {
     let mut stasks = Vec::new();
     for (p, mut s) in senders.into_iter().enumerate() {
         let to = format!("{}@{}/r", user(args, 2 * p + 1), args.domain);
-        let (ack, n, sent_total, pad) = (acked[p].clone(), notify[p].clone(), sent_total.clone(), body_pad.clone());
+        let (ack, n, sent_total, pad) =
+            (acked[p].clone(), notify[p].clone(), sent_total.clone(), body_pad.clone());
         let window = args.window;
         stasks.push(tokio::task::spawn_local(async move {
             let mut seq = 0u64;
@@ -499,12 +517,11 @@ async fn scenario_messages(args: &Args) -> Result<String> {
                     continue;
                 }
                 s.out.clear();
-                let burst = if per_pair_rate > 0.0 { 1 } else { window.saturating_sub(seq - ack.get()).clamp(1, 16) };
+                let burst =
+                    if per_pair_rate > 0.0 { 1 } else { window.saturating_sub(seq - ack.get()).clamp(1, 16) };
                 for _ in 0..burst {
                     let t = epoch.elapsed().as_micros() as u64;
-                    let m = format!(
-                        "<message to='{to}' type='chat'><body>{seq} {t} {pad}</body></message>"
-                    );
+                    let m = format!("<message to='{to}' type='chat'><body>{seq} {t} {pad}</body></message>");
                     s.out.extend_from_slice(m.as_bytes());
                     seq += 1;
                 }
@@ -539,7 +556,9 @@ async fn scenario_messages(args: &Args) -> Result<String> {
     lat.sort_unstable();
     let sent = sent_total.get();
     let cpu = match (before, after) {
-        (Some(b), Some(a)) => format!("{:.2}", (a.cpu_seconds - b.cpu_seconds) * 1e6 / received.max(1) as f64),
+        (Some(b), Some(a)) => {
+            format!("{:.2}", (a.cpu_seconds - b.cpu_seconds) * 1e6 / received.max(1) as f64)
+        }
         _ => "null".into(),
     };
     drop((keep, rkeep));

@@ -80,11 +80,13 @@ fn build() -> Metrics {
             m
         }};
     }
-    let buckets = vec![
-        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-    ];
+    let buckets =
+        vec![0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
     Metrics {
-        build_info: reg!(IntGaugeVec::new(opts("build_info", "Build and role of this node."), &["version", "role"])),
+        build_info: reg!(IntGaugeVec::new(
+            opts("build_info", "Build and role of this node."),
+            &["version", "role"]
+        )),
         connections: reg!(IntGaugeVec::new(opts("connections", "Open connections."), &["listener", "tls"])),
         connections_accepted: reg!(IntCounterVec::new(
             opts("connections_accepted_total", "Connections accepted."),
@@ -125,10 +127,22 @@ fn build() -> Metrics {
         )),
         raft_term: reg!(IntGauge::with_opts(opts("raft_term", "Current Raft term."))),
         raft_is_leader: reg!(IntGauge::with_opts(opts("raft_is_leader", "1 on the Raft leader."))),
-        raft_leader_id: reg!(IntGauge::with_opts(opts("raft_leader_id", "Leader known to this node (0 = none)."))),
-        raft_commit_index: reg!(IntGauge::with_opts(opts("raft_commit_index", "Last committed Raft log index."))),
-        raft_applied_index: reg!(IntGauge::with_opts(opts("raft_applied_index", "Last applied Raft log index."))),
-        raft_snapshot_index: reg!(IntGauge::with_opts(opts("raft_snapshot_index", "Log index of the last snapshot."))),
+        raft_leader_id: reg!(IntGauge::with_opts(opts(
+            "raft_leader_id",
+            "Leader known to this node (0 = none)."
+        ))),
+        raft_commit_index: reg!(IntGauge::with_opts(opts(
+            "raft_commit_index",
+            "Last committed Raft log index."
+        ))),
+        raft_applied_index: reg!(IntGauge::with_opts(opts(
+            "raft_applied_index",
+            "Last applied Raft log index."
+        ))),
+        raft_snapshot_index: reg!(IntGauge::with_opts(opts(
+            "raft_snapshot_index",
+            "Log index of the last snapshot."
+        ))),
         slots_owned: reg!(IntGauge::with_opts(opts("slots_owned", "Slots this router owns."))),
         slots_unowned: reg!(IntGauge::with_opts(opts("slots_unowned", "Slots without an owner."))),
         slot_moves: reg!(IntCounter::with_opts(opts("slot_moves_total", "Slot ownership changes observed."))),

@@ -87,7 +87,10 @@ impl StreamError {
     /// The condition named `name` (as [`StreamError::condition`] spells it); unknown names read
     /// as `undefined-condition` (RFC 6120 §4.9.3.19).
     pub fn from_condition(name: &str) -> StreamError {
-        StreamError::ALL.into_iter().find(|e| e.condition() == name).unwrap_or(StreamError::UndefinedCondition)
+        StreamError::ALL
+            .into_iter()
+            .find(|e| e.condition() == name)
+            .unwrap_or(StreamError::UndefinedCondition)
     }
 
     /// The condition's element name.
