@@ -184,6 +184,8 @@ mod tests {
     }
 
     proptest! {
+        // Each case rebalances 4096 slots several times; 48 cases keep the debug run short.
+        #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn any_sequence_of_memberships_stays_balanced_and_total(
             steps in proptest::collection::vec(proptest::collection::btree_set(1u64..8, 1..6), 1..6)

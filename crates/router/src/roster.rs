@@ -32,13 +32,13 @@ impl Router {
                 let ver_s = ver.to_string();
                 // §2.6.3: the client's version is current: empty result, changes come as pushes.
                 if query.attr("ver") == Some(ver_s.as_str()) {
-                    return self.reply_to_session(from, iq_result(&iq, self.primary_domain(), None));
+                    return self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
                 }
                 let mut q = Element::new("query", ns::ROSTER).with_attr("ver", ver_s);
                 for item in items.iter().filter(|i| !i.hidden) {
                     q.append_child(item.to_element());
                 }
-                self.reply_to_session(from, iq_result(&iq, self.primary_domain(), Some(q)));
+                self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), Some(q)));
             }
             Some("set") => match parse_roster_set(&query) {
                 Err(e) => self.bounce(&iq, e.into()),
@@ -52,7 +52,7 @@ impl Router {
                     item.groups = groups;
                     item.hidden = false;
                     self.save_item(&user, item).await;
-                    self.reply_to_session(from, iq_result(&iq, self.primary_domain(), None));
+                    self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
                 }
                 Ok(RosterSet::Remove { jid }) => {
                     let Some(item) = self.load_item(&user, &jid).await.filter(|i| !i.hidden) else {
@@ -67,7 +67,7 @@ impl Router {
                         self.outbound_subscription(from, jid.clone(), SubKind::Unsubscribed).await;
                     }
                     self.delete_item(&user, &jid, true).await;
-                    self.reply_to_session(from, iq_result(&iq, self.primary_domain(), None));
+                    self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
                 }
             },
             _ => {}

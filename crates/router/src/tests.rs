@@ -241,7 +241,9 @@ async fn roster_set_and_remove_push_and_version() {
     ra.take();
     w.router.handle_from_client(&a, set).await;
     let got = ra.stanzas();
-    assert!(got.iter().any(|e| e.attr("id") == Some("s1") && e.attr("type") == Some("result")));
+    let result = got.iter().find(|e| e.attr("id") == Some("s1") && e.attr("type") == Some("result"));
+    // RFC 6120 §8.1.2.1: the server answers for the account: no 'from' or the bare JID.
+    assert_eq!(result.expect("roster set result").attr("from"), Some("alice@localhost"));
     let push = got.iter().find(|e| e.attr("type") == Some("set")).expect("push");
     let ver = push.get_child("query", ns::ROSTER).unwrap().attr("ver").unwrap().to_owned();
     // Asking with the current version returns an empty result (RFC 6121 §2.6.3).
@@ -250,6 +252,7 @@ async fn roster_set_and_remove_push_and_version() {
     w.router.handle_from_client(&a, cached).await;
     let r = ra.stanzas().pop().unwrap();
     assert!(r.get_child("query", ns::ROSTER).is_none());
+    assert_eq!(r.attr("from"), Some("alice@localhost"));
     // Removing an unknown item is item-not-found.
     let rm = |jid: &str| {
         Element::new("iq", ns::CLIENT).with_attr("type", "set").with_attr("id", "rm").with_child(
