@@ -270,3 +270,46 @@ fn user_cli_add_list_passwd_remove() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_follow_traffic() -> Result<()> {
+    let server = TestServer::start(standard_users())?;
+    assert_eq!(http_get(&server, "/livez").await?.0, 200);
+    assert_eq!(http_get(&server, "/readyz").await?.0, 200);
+    assert_eq!(http_get(&server, "/nope").await?.0, 404);
+    let (status, before) = http_get(&server, "/metrics").await?;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&before, "starling_build_info{role=\"serve\",version=\"0.1.0\"}"), Some(1.0));
+    assert_eq!(sample(&before, "starling_sessions"), Some(0.0));
+
+    // Two logins and a message (SCRAM-SHA-256 over STARTTLS), one failed login.
+    let mut a = server.login("alice", "alicepw", "m-a").await?;
+    let mut b = server.login("bob", "bobpw", "m-b").await?;
+    a.message("bob@localhost/m-b", "counted").await?;
+    b.expect_message("counted").await?;
+    assert!(server.login("carol", "wrong", "m-c").await.is_err());
+    let (_, after) = http_get(&server, "/metrics").await?;
+    assert_eq!(sample(&after, "starling_sessions"), Some(2.0), "{after}");
+    let ok = sample(&after, "starling_auth_total{mechanism=\"SCRAM-SHA-256\",result=\"ok\"}").unwrap_or(0.0);
+    assert!(ok >= 2.0, "auth ok = {ok}");
+    let failed =
+        sample(&after, "starling_auth_total{mechanism=\"SCRAM-SHA-256\",result=\"failed\"}").unwrap_or(0.0);
+    assert!(failed >= 1.0, "auth failed = {failed}");
+    assert!(sample(&after, "starling_stanzas_in_total{kind=\"message\"}").unwrap_or(0.0) >= 1.0);
+    let open = sample(&after, "starling_connections{listener=\"c2s\",tls=\"true\"}").unwrap_or(0.0);
+    assert!(open >= 2.0, "open TLS connections = {open}");
+
+    // Sessions end: the gauge follows.
+    drop(a);
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, now) = http_get(&server, "/metrics").await?;
+        if sample(&now, "starling_sessions") == Some(0.0) {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "sessions gauge stuck: {now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -32,6 +32,8 @@ pub struct TestServer {
     pub c2s: SocketAddr,
     pub direct_tls: SocketAddr,
     pub component: Option<SocketAddr>,
+    /// The operator endpoint (`/metrics`, `/livez`, `/readyz`).
+    pub http: Option<SocketAddr>,
     /// The options it was started with.
     pub env_opts: Options,
     /// Server stdout after the listener lines, kept so the pipe never fills.
@@ -78,6 +80,7 @@ fn base_env(dir: &Path) -> Vec<(String, String)> {
         ("STARLING_C2S__LISTEN".into(), "127.0.0.1:0".into()),
         ("STARLING_C2S__DIRECT_TLS_LISTEN".into(), "127.0.0.1:0".into()),
         ("STARLING_COMPONENTS__LISTEN".into(), "127.0.0.1:0".into()),
+        ("STARLING_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("STARLING_LOG__LEVEL".into(), "debug".into()),
     ]
 }
@@ -94,6 +97,7 @@ impl TestServer {
             c2s: "0.0.0.0:0".parse()?,
             direct_tls: "0.0.0.0:0".parse()?,
             component: None,
+            http: None,
             env_opts: opts.clone(),
             _drain: None,
         };
@@ -158,6 +162,11 @@ impl TestServer {
                 "c2s" => self.c2s = addr,
                 "c2s-direct-tls" => self.direct_tls = addr,
                 "component" => self.component = Some(addr),
+                // Announced first and not counted: every server has one.
+                "http" => {
+                    self.http = Some(addr);
+                    continue;
+                }
                 _ => continue,
             }
             seen += 1;
@@ -536,6 +545,27 @@ pub async fn assert_healthy_from(server: &TestServer, source: std::net::IpAddr) 
         bail!("unexpected from: {:?}", m.attr("from"));
     }
     Ok(())
+}
+
+/// `GET path` on the operator endpoint: (status code, body).
+pub async fn http_get(server: &TestServer, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.http.ok_or_else(|| anyhow!("no http listener announced"))?;
+    let mut s = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr)).await??;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8(raw)?;
+    let status =
+        text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad reply {text}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub fn standard_users() -> Options {

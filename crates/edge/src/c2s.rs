@@ -8,6 +8,7 @@ use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use starling_telemetry::metrics;
 use starling_xml::{Element, Event, StreamHeader, StreamParser};
 use starling_xmpp::sasl::{parse_plain, SaslFailure, ScramCredentials, ScramHash, ScramServer};
 use starling_xmpp::session::ToClient;
@@ -82,6 +83,8 @@ struct Client<H: SessionHost> {
     rx: Option<mpsc::Receiver<ToClient>>,
     /// Output buffer reused across writes.
     out: Vec<u8>,
+    /// The SASL mechanism of the current attempt, for the authentication metric.
+    mechanism: &'static str,
     /// Connect time plus the handshake timeout.
     handshake_deadline: Instant,
 }
@@ -110,8 +113,10 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         auth_failures: 0,
         rx: None,
         out: Vec::with_capacity(4096),
+        mechanism: "",
         handshake_deadline,
     };
+    let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
     loop {
         match client.drive(&mut conn).await {
             Step::Close => break,
@@ -133,6 +138,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                     }
                 }
                 client.tls = true;
+                open.encrypted();
                 client.header_sent = false;
                 // RFC 6120 §5.4.3.3: nothing sent before the TLS handshake survives it.
                 client.parser = StreamParser::new(client.edge.cfg.limits);
@@ -216,6 +222,7 @@ impl<H: SessionHost> Client<H> {
                 }
             }
             n += 1;
+            metrics().stanzas_out.with_label_values(&["any"]).inc();
             if n < WRITE_BATCH {
                 next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
             }
@@ -399,6 +406,9 @@ impl<H: SessionHost> Client<H> {
             failure,
             SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding
         );
+        if !self.mechanism.is_empty() {
+            metrics().auth.with_label_values(&[self.mechanism, "failed"]).inc();
+        }
         if counts {
             self.edge.limiter.record_failure(self.peer.ip());
             self.auth_failures += 1;
@@ -445,6 +455,10 @@ impl<H: SessionHost> Client<H> {
                     Err(f) => return self.sasl_failure(conn, f).await,
                 };
                 let mech = e.attr("mechanism").unwrap_or_default();
+                self.mechanism = match mech {
+                    "PLAIN" => "PLAIN",
+                    other => ScramHash::from_mechanism(other).map(ScramHash::mechanism).unwrap_or(""),
+                };
                 if mech == "PLAIN" {
                     return self.plain(conn, &payload).await;
                 }
@@ -571,6 +585,7 @@ impl<H: SessionHost> Client<H> {
     /// SASL succeeded: answer, and expect a restarted stream (RFC 6120 §6.4.6).
     async fn authenticated(&mut self, conn: &mut Conn, account: BareJid, success: Element) -> Option<Step> {
         tracing::debug!(peer = %self.peer, %account, "authenticated");
+        metrics().auth.with_label_values(&[self.mechanism, "ok"]).inc();
         self.phase = Phase::Authenticated(account);
         self.header_sent = false;
         self.parser.reset();
@@ -728,6 +743,9 @@ impl<H: SessionHost> Client<H> {
                 return self.send(conn, &reply).await;
             }
         }
+        if let Some(kind) = kind_of(&e) {
+            metrics().stanzas_in.with_label_values(&[kind.as_str()]).inc();
+        }
         self.edge.host.handle(&jid, e).await;
         None
     }
@@ -788,5 +806,37 @@ mod tests {
         let mut wrong_root = ok.clone();
         wrong_root.ns = "urn:nope".into();
         assert_eq!(check_header(&wrong_root, serves), Err(StreamError::InvalidNamespace));
+    }
+}
+
+/// Counts a connection in `starling_connections` while it lives.
+struct ConnectionGauge {
+    /// The listener label.
+    listener: &'static str,
+    /// The TLS label it was counted under.
+    tls: &'static str,
+}
+
+impl ConnectionGauge {
+    fn new(listener: &'static str, tls: bool) -> ConnectionGauge {
+        let tls = if tls { "true" } else { "false" };
+        metrics().connections.with_label_values(&[listener, tls]).inc();
+        metrics().connections_accepted.with_label_values(&[listener]).inc();
+        ConnectionGauge { listener, tls }
+    }
+}
+
+impl ConnectionGauge {
+    /// The connection switched to TLS (STARTTLS).
+    fn encrypted(&mut self) {
+        metrics().connections.with_label_values(&[self.listener, self.tls]).dec();
+        self.tls = "true";
+        metrics().connections.with_label_values(&[self.listener, self.tls]).inc();
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics().connections.with_label_values(&[self.listener, self.tls]).dec();
     }
 }

@@ -113,7 +113,7 @@ impl Router {
         let user = bare.to_string();
         let max = self.cfg.offline_max;
         match self.blocking(move |s| s.push_offline(&user, &bytes, max)).await {
-            Ok(true) => {}
+            Ok(true) => starling_telemetry::metrics().offline_stored.inc(),
             Ok(false) => self.bounce(&stanza, StanzaError::ServiceUnavailable),
             Err(e) => {
                 tracing::warn!(error = %e, "offline store failed");
@@ -147,6 +147,7 @@ impl Router {
                 .await;
             return;
         };
+        starling_telemetry::metrics().offline_delivered.inc_by(stored.len() as u64);
         for bytes in stored {
             match parse_stored_stanza(&bytes) {
                 Ok(mut m) => {

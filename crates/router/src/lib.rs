@@ -265,6 +265,9 @@ impl Router {
             });
             old
         };
+        if replaced.is_none() {
+            starling_telemetry::metrics().sessions.inc();
+        }
         if let Some(old) = replaced {
             old.sink.deliver(ToClient::Close(StreamError::Conflict));
             if old.available.is_some() {
@@ -283,6 +286,7 @@ impl Router {
             let Some(account) = shard.get_mut(&bare) else { return };
             let Some(pos) = account.sessions.iter().position(|s| s.id == id) else { return };
             let s = account.sessions.swap_remove(pos);
+            starling_telemetry::metrics().sessions.dec();
             if account.sessions.is_empty() {
                 shard.remove(&bare);
             }
@@ -473,6 +477,7 @@ impl Router {
         if !stanza::may_bounce(stanza) {
             return;
         }
+        starling_telemetry::metrics().stanza_errors.with_label_values(&[error.condition()]).inc();
         let reply = stanza::error_reply(stanza, error, self.primary_domain());
         let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
         let domain = to.domain().as_str();
@@ -510,6 +515,7 @@ impl Router {
                 let keep = !moved(bare);
                 if !keep {
                     dropped += account.sessions.len();
+                    starling_telemetry::metrics().sessions.sub(account.sessions.len() as i64);
                 }
                 keep
             });

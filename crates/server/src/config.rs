@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The operator's HTTP endpoint (`/metrics`, `/livez`, `/readyz`).
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             offline: OfflineConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -177,6 +180,21 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// `[http]`: the operator's endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address serving `/metrics` (Prometheus), `/livez` and `/readyz`. Empty disables it.
+    /// Loopback by default: metrics are for the operator, not the Internet.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { listen: "127.0.0.1:5280".into() }
     }
 }
 

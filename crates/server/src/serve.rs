@@ -10,6 +10,7 @@ use starling_router::{Router, RouterConfig};
 use starling_xml::{Element, Limits};
 use starling_xmpp::session::Deliver;
 use starling_xmpp::FullJid;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -105,9 +106,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         components: cfg.components.secrets.clone().into_iter().collect(),
     };
     let store_for_admin = store.clone();
-    let edge = Edge::new(edge_cfg, Arc::new(LocalHost(router.clone())), store, Some(tls), shutdown_rx);
+    let edge =
+        Edge::new(edge_cfg, Arc::new(LocalHost(router.clone())), store, Some(tls), shutdown_rx.clone());
 
     let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    starling_telemetry::metrics().build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), "serve"]).set(1);
+    if !cfg.http.listen.is_empty() {
+        // Bound first, so a harness reading the announcements sees it before the XMPP listeners.
+        let l = bind(&cfg.http.listen, "http").await?;
+        // `serve` is ready once every listener is bound.
+        let flag = ready.clone();
+        let ready: starling_telemetry::http::Readiness = Arc::new(move || flag.load(Ordering::Acquire));
+        tasks.push(tokio::spawn(starling_telemetry::http::serve(l, ready, shutdown_rx.clone())));
+    }
     if !cfg.c2s.listen.is_empty() {
         let l = bind(&cfg.c2s.listen, "c2s").await?;
         tasks.push(tokio::spawn(edge.clone().serve_clients(l, false)));
@@ -131,6 +143,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         }));
     }
+    ready.store(true, Ordering::Release);
     tracing::info!(domains = ?cfg.domains, version = env!("CARGO_PKG_VERSION"), "starling serving");
 
     wait_for_signal().await;
