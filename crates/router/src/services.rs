@@ -196,6 +196,11 @@ impl Router {
                 self.reply_to_session(from, iq_result(&iq, &bare, Some(vcard)));
             }
             ("query", ns::PRIVATE) => self.private_iq(from, &iq, &payload, set).await,
+            // RFC 3921 §3 session establishment, which old clients send without a 'to': the
+            // server's no-op answer (RFC 6121 Appendix E), as for one addressed to the domain.
+            ("session", ns::SESSION) if set => {
+                self.reply_to_session(from, iq_result(&iq, account.domain().as_str(), None))
+            }
             ("ping", ns::PING) if !set => self.reply_to_session(from, iq_result(&iq, &bare, None)),
             ("query", ns::DISCO_INFO) if !set => {
                 let q = disco_info(("account", "registered", ""), &[ns::DISCO_INFO, ns::VCARD]);

@@ -326,3 +326,16 @@ async fn vcard_and_private_storage_roundtrip() {
     w.router.handle_from_client(&a, private("set", Element::new("x", "jabber:iq:roster"))).await;
     assert!(ra.stanzas().pop().unwrap().to_string_lossy().contains("not-acceptable"));
 }
+
+#[tokio::test]
+async fn legacy_session_without_to_is_answered() {
+    let w = world(&["alice"]);
+    let (a, ra, _) = online(&w, "alice@localhost/a").await;
+    let iq = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "set")
+        .with_attr("id", "sess")
+        .with_child(Element::new("session", ns::SESSION));
+    w.router.handle_from_client(&a, iq).await;
+    let reply = ra.stanzas().pop().expect("a reply");
+    assert_eq!((reply.attr("id"), reply.attr("type")), (Some("sess"), Some("result")));
+}
