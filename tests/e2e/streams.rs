@@ -1,7 +1,7 @@
 //! Bad input gets the right RFC 6120 stream error, and nothing else is disturbed.
 
 use crate::support::*;
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
@@ -19,62 +19,71 @@ async fn opened_tls(server: &TestServer) -> Result<Client> {
     Ok(c)
 }
 
+/// One abusive input and the stream error it must get.
+struct Abuse {
+    /// What the case is, for failure messages.
+    name: &'static str,
+    /// Whether the client first opens a normal stream (else the bytes are the stream header).
+    open_first: bool,
+    /// What the client sends.
+    bytes: String,
+    /// The expected RFC 6120 §4.9.3 condition.
+    condition: &'static str,
+}
+
+fn abuse(name: &'static str, open_first: bool, bytes: impl Into<String>, condition: &'static str) -> Abuse {
+    Abuse { name, open_first, bytes: bytes.into(), condition }
+}
+
 #[tokio::test]
 async fn stream_errors_for_bad_xml_and_headers() -> Result<()> {
     let server = TestServer::start(standard_users().env("STARLING_C2S__MAX_STANZA_BYTES", "4096"))?;
-
-    // Malformed XML: mismatched end tag.
-    let mut c = opened(&server).await?;
-    c.send("<message><body>x</message>").await?;
-    c.expect_stream_error("not-well-formed").await?;
-
-    // Undefined entity.
-    let mut c = opened(&server).await?;
-    c.send("<message><body>&bogus;</body></message>").await?;
-    c.expect_stream_error("not-well-formed").await?;
-
-    // Restricted XML (RFC 6120 §11.1): comments, processing instructions, DTDs with entities.
-    for bad in ["<!-- hello -->", "<?php echo 1; ?>"] {
-        let mut c = opened(&server).await?;
-        c.send(bad).await?;
-        c.expect_stream_error("restricted-xml").await?;
+    let header = |ns: &str, version: &str| {
+        format!(
+            "<stream:stream xmlns='{ns}' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='{version}'>"
+        )
+    };
+    let many_attrs: String = (0..100).map(|i| format!(" a{i}='v'")).collect();
+    let cases = [
+        abuse("mismatched end tag", true, "<message><body>x</message>", "not-well-formed"),
+        abuse("undefined entity", true, "<message><body>&bogus;</body></message>", "not-well-formed"),
+        // Restricted XML (RFC 6120 §11.1): comments, processing instructions, DTDs, entities.
+        abuse("comment", true, "<!-- hello -->", "restricted-xml"),
+        abuse("processing instruction", true, "<?php echo 1; ?>", "restricted-xml"),
+        abuse(
+            "DTD with entity declarations",
+            false,
+            format!(
+                "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;'>]>{}",
+                header("jabber:client", "1.0")
+            ),
+            "restricted-xml",
+        ),
+        abuse("entity declaration inside a stanza", true, "<message><!ENTITY x 'y'></message>", "restricted-xml"),
+        // Limits: size (policy-violation before the stanza completes), depth, attributes.
+        abuse("oversize stanza", true, format!("<message><body>{}", "a".repeat(8192)), "policy-violation"),
+        abuse("excessive nesting", true, "<a>".repeat(200), "policy-violation"),
+        abuse("too many attributes", true, format!("<message{many_attrs}/>"), "policy-violation"),
+        // Headers: unknown host, wrong content and stream namespaces, unsupported version.
+        abuse("unknown host", false, Client::header("nowhere.example"), "host-unknown"),
+        abuse("server namespace on c2s", false, header("jabber:server", "1.0"), "invalid-namespace"),
+        abuse(
+            "wrong stream namespace",
+            false,
+            "<stream:stream xmlns='jabber:client' xmlns:stream='urn:example:not-streams' to='localhost' version='1.0'>",
+            "invalid-namespace",
+        ),
+        abuse("unsupported version", false, header("jabber:client", "2.0"), "unsupported-version"),
+    ];
+    for case in cases {
+        let mut c =
+            if case.open_first { opened(&server).await? } else { Client::connect(server.c2s).await? };
+        c.send(&case.bytes).await?;
+        c.expect_stream_error(case.condition).await.with_context(|| case.name)?;
+        // Nothing else is disturbed: a normal client still logs in and exchanges a message.
+        assert_healthy(&server).await.with_context(|| format!("after {}", case.name))?;
     }
-    let mut c = Client::connect(server.c2s).await?;
-    c.send(
-        "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;'>]>\
-         <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
-    )
-    .await?;
-    c.expect_stream_error("restricted-xml").await?;
-
-    // Oversize stanza: policy-violation before the stanza completes.
-    let mut c = opened(&server).await?;
-    c.send(&format!("<message><body>{}", "a".repeat(8192))).await?;
-    c.expect_stream_error("policy-violation").await?;
-
-    // Excessive nesting.
-    let mut c = opened(&server).await?;
-    c.send(&"<a>".repeat(200)).await?;
-    c.expect_stream_error("policy-violation").await?;
-
-    // Headers: unknown host, wrong namespace, unsupported version.
-    let mut c = Client::connect(server.c2s).await?;
-    c.send(&Client::header("nowhere.example")).await?;
-    c.expect_stream_error("host-unknown").await?;
-    let mut c = Client::connect(server.c2s).await?;
-    c.send(
-        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
-    )
-    .await?;
-    c.expect_stream_error("invalid-namespace").await?;
-    let mut c = Client::connect(server.c2s).await?;
-    c.send(
-        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='2.0'>",
-    )
-    .await?;
-    c.expect_stream_error("unsupported-version").await?;
-
-    assert_healthy(&server).await
+    Ok(())
 }
 
 #[tokio::test]
