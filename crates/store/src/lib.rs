@@ -7,14 +7,22 @@
 //! - [`OfflineStore`]: stanzas kept for offline users (XEP-0160), bounded per user.
 //! - [`DocumentStore`]: small per-user XML documents: vcard-temp (XEP-0054), private XML (XEP-0049).
 //!
-//! [`Store`] bundles them; [`embedded::EmbeddedStore`] implements all on a single redb file.
-//! Calls are blocking (they may fsync); async callers run them on a blocking thread.
+//! [`Store`] bundles them. Two backends implement all of them:
+//! - [`embedded::EmbeddedStore`]: a single redb file, for one node (`serve`).
+//! - [`crate::redis::RedisStore`]: one Redis server or a Redis Cluster, shared by every router of a
+//!   cluster so any router can own any user; see [`crate::redis`] for the key layout.
+//!
+//! Both behave identically (the same conformance test runs against each).
+//! Calls are blocking (they may fsync or wait on the network); async callers run them on a
+//! blocking thread.
 
 pub mod embedded;
+pub mod redis;
 
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::sasl::ScramCredentials;
 
+pub use crate::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 /// Storage failures. Callers map them to `internal-server-error` / `resource-constraint`.
