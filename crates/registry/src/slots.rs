@@ -77,12 +77,41 @@ impl SlotTable {
     pub fn unowned(&self) -> usize {
         self.owners.iter().filter(|o| o.router == 0).count()
     }
+
+    /// Every slot's owner, index = slot.
+    pub fn owners(&self) -> &[SlotOwner] {
+        &self.owners
+    }
+
+    /// A table from exactly [`SLOT_COUNT`] owners (index = slot); `None` for any other length.
+    pub fn from_owners(owners: Vec<SlotOwner>) -> Option<SlotTable> {
+        (owners.len() == SLOT_COUNT as usize).then_some(SlotTable { owners })
+    }
+
+    /// Slot counts per owning router (unowned slots are not counted).
+    pub fn loads(&self) -> std::collections::BTreeMap<u64, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for o in self.owners.iter().filter(|o| o.router != 0) {
+            *m.entry(o.router).or_insert(0) += 1;
+        }
+        m
+    }
 }
 
-/// Moves that bring `current` to a balanced assignment over `active` routers while moving as
-/// few slots as possible: slots of routers that are not active (and unowned slots) go to the
-/// least-loaded active routers; then routers above their share give slots to routers below it.
-/// Deterministic: the same inputs give the same moves on every node.
+/// Moves that bring `current` to a balanced assignment over the `active` routers (every slot
+/// owned by an active router, loads differing by at most one) while moving as few slots as
+/// possible:
+///
+/// 1. Each active router gets a target of `SLOT_COUNT / n` slots; the `SLOT_COUNT % n` routers
+///    that already hold the most (ties: lower id) may keep one more. Giving the spare slots to
+///    the most loaded routers is what makes the number of moves minimal: a router keeps
+///    `min(load, target)` of its slots, and this choice maximizes that sum.
+/// 2. Slots whose owner is not active (or that have none) are freed, and so is the surplus of
+///    every router above its target (its highest-numbered slots).
+/// 3. Freed slots go, in slot order, to the least-loaded router below its target (ties: lower id).
+///
+/// Deterministic: the same inputs give the same moves on every node, and a table it produced
+/// gives no moves when asked again with the same routers.
 pub fn rebalance(current: &SlotTable, active: &[u64]) -> Vec<(u16, u64)> {
     let mut routers: Vec<u64> = active.iter().copied().filter(|r| *r != 0).collect();
     routers.sort_unstable();
@@ -92,30 +121,48 @@ pub fn rebalance(current: &SlotTable, active: &[u64]) -> Vec<(u16, u64)> {
     }
     let n = routers.len();
     let total = SLOT_COUNT as usize;
-    // The first `total % n` routers (in id order) may hold one slot more than the others.
-    let quota = |i: usize| total / n + usize::from(i < total % n);
     let index = |r: u64| routers.binary_search(&r).ok();
-    let mut load: Vec<usize> = routers.iter().map(|r| current.owned_by(*r)).collect();
-    let mut moves = Vec::new();
-    // Slots to place: orphans first, then the surplus of overloaded routers (highest slots first,
-    // so repeated rebalances pick the same ones).
-    let mut free: Vec<u16> =
-        (0..SLOT_COUNT).filter(|s| current.owner(*s).and_then(|(r, _)| index(r)).is_none()).collect();
-    for (i, r) in routers.iter().enumerate() {
-        if load[i] > quota(i) {
-            let surplus = load[i] - quota(i);
-            let mut mine: Vec<u16> =
-                (0..SLOT_COUNT).filter(|s| current.owner(*s).map(|o| o.0) == Some(*r)).collect();
-            free.extend(mine.split_off(mine.len() - surplus));
-            load[i] = quota(i);
+    let mut load = vec![0usize; n];
+    for o in &current.owners {
+        if let Some(i) = index(o.router) {
+            load[i] += 1;
         }
     }
+    // Targets: the spare `total % n` slots stay with the routers that hold the most already.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| (std::cmp::Reverse(load[*i]), *i));
+    let mut target = vec![total / n; n];
+    for i in order.iter().take(total % n) {
+        target[*i] += 1;
+    }
+    // Free the orphans, then each overloaded router's highest slots.
+    let mut surplus: Vec<usize> = (0..n).map(|i| load[i].saturating_sub(target[i])).collect();
+    let mut free: Vec<u16> = Vec::new();
+    for slot in (0..SLOT_COUNT).rev() {
+        match current.owner(slot).and_then(|(r, _)| index(r)) {
+            None => free.push(slot),
+            Some(i) if surplus[i] > 0 => {
+                surplus[i] -= 1;
+                load[i] -= 1;
+                free.push(slot);
+            }
+            Some(_) => {}
+        }
+    }
+    free.sort_unstable();
+    let mut moves = Vec::with_capacity(free.len());
     for slot in free {
-        let Some(i) = (0..n).filter(|i| load[*i] < quota(*i)).min_by_key(|i| (load[*i], *i)) else { break };
+        let Some(i) = (0..n).filter(|i| load[*i] < target[*i]).min_by_key(|i| (load[*i], *i)) else { break };
         load[i] += 1;
         moves.push((slot, routers[i]));
     }
     moves
+}
+
+/// Whether `table` is what [`rebalance`] aims for over `active`: every slot owned by an active
+/// router and the loads of the active routers within one of each other.
+pub fn is_balanced(table: &SlotTable, active: &[u64]) -> bool {
+    rebalance(table, active).is_empty()
 }
 
 #[cfg(test)]
@@ -179,6 +226,30 @@ mod tests {
     }
 
     #[test]
+    fn a_balanced_table_is_left_alone_whoever_holds_the_spare_slots() {
+        // 4096 = 1366 + 1365 + 1365; here router 3 (not the lowest id) holds the spare slot.
+        let mut t = SlotTable::default();
+        for s in 0..SLOT_COUNT {
+            let r = if s < 1365 { 1 } else if s < 2730 { 2 } else { 3 };
+            t.assign(s, r, 1);
+        }
+        assert_eq!(t.owned_by(3), 1366);
+        assert!(rebalance(&t, &[1, 2, 3]).is_empty());
+        assert!(is_balanced(&t, &[1, 2, 3]));
+        assert!(!is_balanced(&t, &[1, 2]));
+    }
+
+    #[test]
+    fn unowned_slots_are_filled_without_moving_owned_ones() {
+        let mut t = SlotTable::default();
+        t.apply(&rebalance(&t, &[1, 2]), 1);
+        t.assign(7, 0, 2);
+        t.assign(9, 0, 2);
+        let moves = rebalance(&t, &[1, 2]);
+        assert_eq!(moves.iter().map(|m| m.0).collect::<Vec<_>>(), vec![7, 9]);
+    }
+
+    #[test]
     fn no_routers_no_moves() {
         assert!(rebalance(&SlotTable::all_owned_by(1, 1), &[]).is_empty());
     }
@@ -199,6 +270,7 @@ mod tests {
                 prop_assert_eq!(t.unowned(), 0);
                 let (min, max) = spread(&t, &routers);
                 prop_assert!(max - min <= 1);
+                prop_assert!(rebalance(&t, &routers).is_empty(), "rebalancing is idempotent");
                 // Never moves a slot that already sat with an active router below its share.
                 for (slot, _) in &moves {
                     if let Some((r, _)) = before.owner(*slot) {
