@@ -142,56 +142,36 @@ impl Peers for ClusterPeers {
     }
 }
 
-/// A bound session as the router reaches it: an item on its edge's link.
-struct EdgeSessionSink {
+/// A session or component on an edge, as the router reaches it: items on the edge's link.
+struct EdgeSink {
     /// The link back to the edge.
     out: Outbox,
-    /// The edge's id of the session.
+    /// The edge's session id (0 for a component).
     session: u64,
+    /// The component's domain (empty for a session).
+    component: String,
 }
 
-impl Deliver for EdgeSessionSink {
+impl Deliver for EdgeSink {
     fn deliver(&self, item: ToClient) -> bool {
+        let env = |bytes: Vec<u8>, e: Option<&Element>| {
+            let mut env = match e {
+                Some(e) => envelope::wrap_bytes(e, bytes),
+                None => Envelope { stanza: bytes, ..Envelope::default() },
+            };
+            env.session = self.session;
+            env.component.clone_from(&self.component);
+            item::Item::Stanza(env)
+        };
         let it = match item {
-            ToClient::Stanza(e) => {
-                let mut env = envelope::wrap(&e);
-                env.session = self.session;
-                item::Item::Stanza(env)
-            }
-            ToClient::Raw(bytes) => {
-                item::Item::Stanza(Envelope { session: self.session, stanza: bytes, ..Envelope::default() })
-            }
+            ToClient::Stanza(e) => env(e.to_bytes(), Some(&e)),
+            ToClient::Raw(bytes) => env(bytes, None),
+            // A component's stream is closed by its own edge; sessions hear the condition.
+            ToClient::Close(_) if self.session == 0 => return true,
             ToClient::Close(err) => item::Item::CloseStream(CloseStream {
                 session: self.session,
                 condition: err.condition().into(),
             }),
-        };
-        self.out.try_push(it)
-    }
-}
-
-/// A component connected to an edge, reached over that edge's link.
-struct EdgeComponentSink {
-    /// The link back to the edge.
-    out: Outbox,
-    /// The component's domain.
-    domain: String,
-}
-
-impl Deliver for EdgeComponentSink {
-    fn deliver(&self, item: ToClient) -> bool {
-        let it = match item {
-            ToClient::Stanza(e) => {
-                let mut env = envelope::wrap(&e);
-                env.component = self.domain.clone();
-                item::Item::Stanza(env)
-            }
-            ToClient::Raw(bytes) => item::Item::Stanza(Envelope {
-                component: self.domain.clone(),
-                stanza: bytes,
-                ..Envelope::default()
-            }),
-            ToClient::Close(_) => return true,
         };
         self.out.try_push(it)
     }
@@ -355,7 +335,7 @@ impl RouterLinks {
                 }
             }
             item::Item::ComponentOpen(c) => {
-                let sink = Arc::new(EdgeComponentSink { out: out.clone(), domain: c.domain.clone() });
+                let sink = Arc::new(EdgeSink { out: out.clone(), session: 0, component: c.domain.clone() });
                 // A component re-registered after a slot move replaces its old entry.
                 self.router.component_disconnected(&c.domain);
                 if self.router.component_connected(&c.domain, sink) && !state.components.contains(&c.domain) {
@@ -387,7 +367,7 @@ impl RouterLinks {
         if let Err(epoch) = self.owns_at(&jid.to_bare().to_string(), open.epoch).await {
             return refuse("stale-epoch", epoch);
         }
-        let sink = Arc::new(EdgeSessionSink { out: out.clone(), session: open.session });
+        let sink = Arc::new(EdgeSink { out: out.clone(), session: open.session, component: String::new() });
         let sid = match self.router.bind(&jid, sink).await {
             Ok(sid) => sid,
             Err(starling_router::BindError::NotServed) => return refuse("not-served", 0),

@@ -777,38 +777,6 @@ async fn recv(rx: &mut Option<mpsc::Receiver<ToClient>>) -> Option<ToClient> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(attrs: &[(&str, &str)], default_ns: Option<&str>) -> StreamHeader {
-        StreamHeader {
-            name: "stream".into(),
-            ns: ns::STREAM.into(),
-            default_ns: default_ns.map(str::to_owned),
-            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
-    }
-
-    #[test]
-    fn header_checks_in_order() {
-        let serves = |d: &str| d == "localhost";
-        let ok = header(&[("to", "localhost"), ("version", "1.0")], Some(ns::CLIENT));
-        assert_eq!(check_header(&ok, serves), Ok(()));
-        let bad_ns = header(&[("to", "localhost"), ("version", "1.0")], Some("jabber:server"));
-        assert_eq!(check_header(&bad_ns, serves), Err(StreamError::InvalidNamespace));
-        let old = header(&[("to", "localhost")], Some(ns::CLIENT));
-        assert_eq!(check_header(&old, serves), Err(StreamError::UnsupportedVersion));
-        let v2 = header(&[("to", "localhost"), ("version", "2.0")], Some(ns::CLIENT));
-        assert_eq!(check_header(&v2, serves), Err(StreamError::UnsupportedVersion));
-        let host = header(&[("to", "example.org"), ("version", "1.0")], Some(ns::CLIENT));
-        assert_eq!(check_header(&host, serves), Err(StreamError::HostUnknown));
-        let mut wrong_root = ok.clone();
-        wrong_root.ns = "urn:nope".into();
-        assert_eq!(check_header(&wrong_root, serves), Err(StreamError::InvalidNamespace));
-    }
-}
-
 /// Counts a connection in `starling_connections` while it lives.
 struct ConnectionGauge {
     /// The listener label.
@@ -838,5 +806,37 @@ impl ConnectionGauge {
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         metrics().connections.with_label_values(&[self.listener, self.tls]).dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(attrs: &[(&str, &str)], default_ns: Option<&str>) -> StreamHeader {
+        StreamHeader {
+            name: "stream".into(),
+            ns: ns::STREAM.into(),
+            default_ns: default_ns.map(str::to_owned),
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn header_checks_in_order() {
+        let serves = |d: &str| d == "localhost";
+        let ok = header(&[("to", "localhost"), ("version", "1.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&ok, serves), Ok(()));
+        let bad_ns = header(&[("to", "localhost"), ("version", "1.0")], Some("jabber:server"));
+        assert_eq!(check_header(&bad_ns, serves), Err(StreamError::InvalidNamespace));
+        let old = header(&[("to", "localhost")], Some(ns::CLIENT));
+        assert_eq!(check_header(&old, serves), Err(StreamError::UnsupportedVersion));
+        let v2 = header(&[("to", "localhost"), ("version", "2.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&v2, serves), Err(StreamError::UnsupportedVersion));
+        let host = header(&[("to", "example.org"), ("version", "1.0")], Some(ns::CLIENT));
+        assert_eq!(check_header(&host, serves), Err(StreamError::HostUnknown));
+        let mut wrong_root = ok.clone();
+        wrong_root.ns = "urn:nope".into();
+        assert_eq!(check_header(&wrong_root, serves), Err(StreamError::InvalidNamespace));
     }
 }

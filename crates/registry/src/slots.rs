@@ -230,7 +230,13 @@ mod tests {
         // 4096 = 1366 + 1365 + 1365; here router 3 (not the lowest id) holds the spare slot.
         let mut t = SlotTable::default();
         for s in 0..SLOT_COUNT {
-            let r = if s < 1365 { 1 } else if s < 2730 { 2 } else { 3 };
+            let r = if s < 1365 {
+                1
+            } else if s < 2730 {
+                2
+            } else {
+                3
+            };
             t.assign(s, r, 1);
         }
         assert_eq!(t.owned_by(3), 1366);

@@ -226,7 +226,8 @@ mod tests {
         let mut s = three_active();
         assert_eq!(s.slots.unowned(), 0);
         let owned = s.slots.owned_by(2);
-        let cmd = s.with_rebalance(vec![Command::SetMemberState { id: 2, state: MemberState::Down }]).unwrap();
+        let cmd =
+            s.with_rebalance(vec![Command::SetMemberState { id: 2, state: MemberState::Down }]).unwrap();
         let Command::Batch(parts) = &cmd else { panic!("a batch: {cmd:?}") };
         assert!(matches!(&parts[1], Command::AssignSlots { moves } if moves.len() == owned));
         let before = s.epoch;
@@ -240,7 +241,8 @@ mod tests {
     #[test]
     fn draining_and_removing_hand_slots_over() {
         let mut s = three_active();
-        let cmd = s.with_rebalance(vec![Command::SetMemberState { id: 3, state: MemberState::Draining }]).unwrap();
+        let cmd =
+            s.with_rebalance(vec![Command::SetMemberState { id: 3, state: MemberState::Draining }]).unwrap();
         s.apply(&cmd);
         assert_eq!(s.slots.owned_by(3), 0);
         let cmd = s.with_rebalance(vec![Command::RemoveMember { id: 1 }]).unwrap();

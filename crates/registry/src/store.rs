@@ -74,7 +74,9 @@ fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Displa
 }
 
 /// Runs a blocking closure on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(format!("blocking task: {e}")),
@@ -146,7 +148,8 @@ pub fn open(dir: &Path) -> Result<Store, RegistryError> {
     if let Some(meta) = meta {
         let bytes = read_meta(&db, KEY_SNAPSHOT_DATA).map_err(RegistryError::Storage)?.unwrap_or_default();
         let snap: Applied = serde_json::from_slice(&bytes)?;
-        data = Applied { last_applied: meta.last_log_id, membership: meta.last_membership, state: snap.state };
+        data =
+            Applied { last_applied: meta.last_log_id, membership: meta.last_membership, state: snap.state };
     }
     let committed: Option<LogId<u64>> = read_meta_json(&db, KEY_COMMITTED).map_err(RegistryError::Storage)?;
     let committed = Arc::new(AtomicU64::new(committed.map(|c| c.index).unwrap_or(0)));
@@ -193,7 +196,8 @@ impl LogStore {
             let mut out = Vec::new();
             for row in rows {
                 let (_, v) = row?;
-                let e = serde_json::from_slice(v.value()).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                let e =
+                    serde_json::from_slice(v.value()).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                 out.push(e);
             }
             Ok(out)
@@ -216,7 +220,12 @@ impl LogStore {
         run().map_err(|e| e.to_string())
     }
 
-    async fn put_meta(&self, key: &'static str, value: Vec<u8>, durability: Durability) -> Result<(), String> {
+    async fn put_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+        durability: Durability,
+    ) -> Result<(), String> {
         let db = self.db.clone();
         blocking(move || {
             write(&db, durability, |tx| {
@@ -233,7 +242,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        self.entries(range.start_bound(), range.end_bound()).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+        self.entries(range.start_bound(), range.end_bound())
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -241,8 +251,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let purged: Option<LogId<u64>> =
-            read_meta_json(&self.db, KEY_PURGED).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let purged: Option<LogId<u64>> = read_meta_json(&self.db, KEY_PURGED)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last = self.last_entry().map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = last.map(|e| e.log_id).or(purged);
         Ok(LogState { last_purged_log_id: purged, last_log_id })
@@ -266,7 +276,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Saved without fsync: losing the last committed index in a crash only means re-applying
     /// less on start; the leader commits the rest again.
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        let bytes = serde_json::to_vec(&committed).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.put_meta(KEY_COMMITTED, bytes, Durability::None)
             .await
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
@@ -275,19 +286,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        let c: Option<Option<LogId<u64>>> =
-            read_meta_json(&self.db, KEY_COMMITTED).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let c: Option<Option<LogId<u64>>> = read_meta_json(&self.db, KEY_COMMITTED)
+            .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         Ok(c.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
         for e in entries {
-            let bytes = serde_json::to_vec(&e).map_err(|err| sto_err(ErrorSubject::Log(e.log_id), ErrorVerb::Write, err))?;
+            let bytes = serde_json::to_vec(&e)
+                .map_err(|err| sto_err(ErrorSubject::Log(e.log_id), ErrorVerb::Write, err))?;
             rows.push((e.log_id.index, bytes));
         }
         let db = self.db.clone();
@@ -326,7 +342,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let bytes = serde_json::to_vec(&log_id).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        let bytes =
+            serde_json::to_vec(&log_id).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         let db = self.db.clone();
         blocking(move || {
             write(&db, Durability::Immediate, |tx| {
@@ -382,8 +399,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let bytes =
-            serde_json::to_vec(&self.data).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let bytes = serde_json::to_vec(&self.data)
+            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -447,18 +464,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let bytes = snapshot.into_inner();
-        let snap: Applied = serde_json::from_slice(&bytes).map_err(|e| sto_err(subject(), ErrorVerb::Read, e))?;
+        let snap: Applied =
+            serde_json::from_slice(&bytes).map_err(|e| sto_err(subject(), ErrorVerb::Read, e))?;
         let (db, m, b) = (self.db.clone(), meta.clone(), bytes);
-        blocking(move || persist_snapshot(&db, &m, &b)).await.map_err(|e| sto_err(subject(), ErrorVerb::Write, e))?;
-        self.data =
-            Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: snap.state };
+        blocking(move || persist_snapshot(&db, &m, &b))
+            .await
+            .map_err(|e| sto_err(subject(), ErrorVerb::Write, e))?;
+        self.data = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state: snap.state,
+        };
         self.publish();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let err = |e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        let meta: Option<SnapshotMeta<u64, BasicNode>> = read_meta_json(&self.db, KEY_SNAPSHOT_META).map_err(err)?;
+        let meta: Option<SnapshotMeta<u64, BasicNode>> =
+            read_meta_json(&self.db, KEY_SNAPSHOT_META).map_err(err)?;
         let Some(meta) = meta else { return Ok(None) };
         let bytes = read_meta(&self.db, KEY_SNAPSHOT_DATA).map_err(err)?.unwrap_or_default();
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
