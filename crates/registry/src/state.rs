@@ -140,11 +140,7 @@ impl ClusterState {
 
     /// Routers that take slots: role router, state active, sorted by id.
     pub fn active_routers(&self) -> Vec<u64> {
-        self.members
-            .values()
-            .filter(|m| m.role == MemberRole::Router && m.state == MemberState::Active)
-            .map(|m| m.id)
-            .collect()
+        active_routers(&self.members)
     }
 
     /// The moves that would balance the slot table over the active routers.
@@ -170,6 +166,15 @@ impl ClusterState {
             _ => Some(Command::Batch(cmds)),
         }
     }
+}
+
+/// Routers among `members` that take slots: role router, state active, sorted by id.
+pub fn active_routers(members: &std::collections::BTreeMap<u64, Member>) -> Vec<u64> {
+    members
+        .values()
+        .filter(|m| m.role == MemberRole::Router && m.state == MemberState::Active)
+        .map(|m| m.id)
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A node's read-only view of the registry: members and the slot table, at a version.
 
 use crate::slots::SlotTable;
-use crate::state::{Member, MemberRole, MemberState};
+use crate::state::Member;
 use std::collections::BTreeMap;
 
 /// The registry as one node sees it; published through a `tokio::sync::watch` channel by
@@ -21,10 +21,6 @@ pub struct ClusterView {
 impl ClusterView {
     /// Routers that take slots.
     pub fn active_routers(&self) -> Vec<u64> {
-        self.members
-            .values()
-            .filter(|m| m.role == MemberRole::Router && m.state == MemberState::Active)
-            .map(|m| m.id)
-            .collect()
+        crate::state::active_routers(&self.members)
     }
 }
