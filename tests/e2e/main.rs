@@ -2,12 +2,14 @@
 //! certificate the server generated), real SCRAM, and raw bytes for every protocol edge case.
 //!
 //! - `streams`: stream errors and limits (RFC 6120 §4.9), each followed by a healthy login.
+//! - `cluster`: three routers, two edges and Redis as processes; kills, restarts, a join.
 //! - `flows`: login variants, messaging, offline delivery across a restart, components,
 //!   registration, shutdown, and the `user` CLI.
 
 // Test code: an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
 mod flows;
 mod streams;
 mod support;

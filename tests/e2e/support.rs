@@ -549,8 +549,12 @@ pub async fn assert_healthy_from(server: &TestServer, source: std::net::IpAddr) 
 
 /// `GET path` on the operator endpoint: (status code, body).
 pub async fn http_get(server: &TestServer, path: &str) -> Result<(u16, String)> {
+    http_get_at(server.http.ok_or_else(|| anyhow!("no http listener announced"))?, path).await
+}
+
+/// `GET path` on the operator endpoint at `addr`: (status code, body).
+pub async fn http_get_at(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = server.http.ok_or_else(|| anyhow!("no http listener announced"))?;
     let mut s = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr)).await??;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;

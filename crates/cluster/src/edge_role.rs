@@ -29,6 +29,10 @@ use tokio_stream::StreamExt;
 
 /// How long a session registration may take before the bind fails.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a live session may wait to be taken back after its router went away: long enough
+/// for the registry to notice a dead router (`down_after`, an election if it led) and move its
+/// slots.
+const REREGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before re-dialling a router whose link just broke.
 const REDIAL_PAUSE: Duration = Duration::from_millis(300);
 
@@ -147,7 +151,8 @@ impl Shared {
 
     /// Register session `sid` with the current owner of its slot; true once accepted.
     async fn register(self: &Arc<Self>, sid: u64, reregister: bool) -> bool {
-        let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+        let patience = if reregister { REREGISTER_TIMEOUT } else { OPEN_TIMEOUT };
+        let deadline = tokio::time::Instant::now() + patience;
         let mut view = self.view.clone();
         loop {
             let Some((jid, presence, roster_interested)) = lock(&self.sessions)
@@ -174,6 +179,10 @@ impl Shared {
                         tracing::warn!(%jid, error = %reply.error, "router refused the session");
                         return false;
                     }
+                }
+                // The slot moved while we asked (its router may have died): ask the new owner.
+                if owner(&view.borrow_and_update(), &bare) != placed {
+                    continue;
                 }
             }
             // No owner, a stale table or a broken link: wait for the table to change.
@@ -213,7 +222,21 @@ impl Shared {
             lock(&self.pending).remove(&sid);
             return None;
         }
-        let reply = tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok);
+        // Stop waiting when the slot moves: a router that died never answers.
+        let mut table = self.view.clone();
+        let bare = jid.to_bare().to_string();
+        let moved = async move {
+            while table.changed().await.is_ok() {
+                if owner(&table.borrow_and_update(), &bare) != Some((router, epoch)) {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let reply = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx) => r.ok().and_then(Result::ok),
+            () = moved => None,
+        };
         lock(&self.pending).remove(&sid);
         reply
     }

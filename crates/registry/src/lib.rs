@@ -23,5 +23,6 @@ pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use node::{AdminOp, AdminOutcome, NodeConfig, RegistryNode, StartMode};
 pub use slots::{rebalance, slot_of, SlotOwner, SlotTable, SLOT_COUNT};
+pub use starling_rpc::registry as proto;
 pub use state::{ClusterState, Command, Member, MemberRole, MemberState, Response};
 pub use view::ClusterView;

@@ -7,7 +7,7 @@
 
 use crate::store::TypeConfig;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -118,5 +118,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
         self.call(Method::Vote, &rpc, &option).await
+    }
+
+    /// After a failure, retry a peer after 250 ms, doubling up to 2 s: a node that is down is
+    /// not dialled (and logged) several times a second for as long as it stays down.
+    fn backoff(&self) -> Backoff {
+        Backoff::new((0..).map(|i: u32| Duration::from_millis(250u64 << i.min(3))))
     }
 }

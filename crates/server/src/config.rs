@@ -37,6 +37,10 @@ pub struct Config {
     pub log: LogConfig,
     /// The operator's HTTP endpoint (`/metrics`, `/livez`, `/readyz`).
     pub http: HttpConfig,
+    /// Where accounts, rosters, offline messages and documents live.
+    pub store: StoreConfig,
+    /// The cluster roles (`starling router`, `starling edge`); unused by `serve`.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -52,6 +56,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -198,6 +204,125 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[store]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `embedded` (a redb file in `data_dir`, one process only) or `redis` (shared by every
+    /// node of a cluster: any router can own any user).
+    pub backend: String,
+    /// For `redis`: `redis://[user:password@]host:port[/db]`. One URL is a single server
+    /// (unless it carries `?cluster=true`); several are seed nodes of a Redis Cluster.
+    pub redis_urls: Vec<String>,
+    /// For `redis`: the prefix of every key (no braces).
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            backend: "embedded".into(),
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            key_prefix: starling_store::redis::DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+/// `[cluster]`: identity, addresses and timings of a cluster node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster. 0 = take it from the host name's trailing number
+    /// (a Kubernetes StatefulSet ordinal: `starling-router-0` is node 1, `-1` node 2, …).
+    pub node_id: u64,
+    /// The router's gRPC address (Raft, registry, links). Edges dial routers; they listen on none.
+    pub listen: String,
+    /// The address other nodes dial to reach this one; empty = `listen` (which must then not be
+    /// a wildcard address).
+    pub advertise: String,
+    /// gRPC addresses of routers: a joining router asks them for the leader, an edge watches the
+    /// registry through them. Listing every router (this one included) is fine.
+    pub seeds: Vec<String>,
+    /// Bootstrap a new cluster when this router has no Raft state. Without it, node 1 bootstraps
+    /// only when no seed knows a cluster after `bootstrap_wait_ms`; any other node joins.
+    pub bootstrap: bool,
+    /// How long node 1 looks for an existing cluster before bootstrapping one.
+    pub bootstrap_wait_ms: u64,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout, lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Raft election timeout, upper bound.
+    pub election_timeout_max_ms: u64,
+    /// How often every node reports liveness to the registry leader.
+    pub liveness_interval_ms: u64,
+    /// A node silent this long is marked down; a router's slots then move to the others.
+    pub down_after_ms: u64,
+    /// Routers beyond this many stay Raft learners (they own slots all the same).
+    pub max_voters: usize,
+    /// Envelopes queued towards one peer router before further ones are refused.
+    pub router_queue: usize,
+    /// Items queued towards one edge, or on an edge towards one router.
+    pub edge_queue: usize,
+    /// On SIGTERM, how long a router waits for its slots to move away and an edge for its
+    /// clients to close, before exiting anyway.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            node_id: 0,
+            listen: "127.0.0.1:7400".into(),
+            advertise: String::new(),
+            seeds: Vec::new(),
+            bootstrap: false,
+            bootstrap_wait_ms: 3000,
+            heartbeat_ms: 200,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            liveness_interval_ms: 500,
+            down_after_ms: 3000,
+            max_voters: 5,
+            router_queue: 65_536,
+            edge_queue: 65_536,
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The node id: configured, or from `hostname`'s trailing ordinal.
+    pub fn resolve_node_id(&self, hostname: &str) -> Result<u64, ConfigError> {
+        if self.node_id != 0 {
+            return Ok(self.node_id);
+        }
+        ordinal_node_id(hostname).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "cluster.node_id is not set and the host name {hostname:?} ends in no ordinal (name-N)"
+            ))
+        })
+    }
+
+    /// The address other nodes dial.
+    pub fn advertised(&self) -> Result<String, ConfigError> {
+        let addr = if self.advertise.is_empty() { &self.listen } else { &self.advertise };
+        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+        if matches!(host, "0.0.0.0" | "[::]" | "::" | "") {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.advertise must name an address other nodes can dial (listen is {addr:?})"
+            )));
+        }
+        Ok(addr.clone())
+    }
+}
+
+/// `name-N` → N + 1 (StatefulSet pod `starling-router-0` is node 1).
+pub fn ordinal_node_id(hostname: &str) -> Option<u64> {
+    let (_, n) = hostname.trim().rsplit_once('-')?;
+    n.parse::<u64>().ok()?.checked_add(1)
+}
+
 /// Configuration problems, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -269,6 +394,24 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if !matches!(cfg.log.format.as_str(), "text" | "json") {
         return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
     }
+    if !matches!(cfg.store.backend.as_str(), "embedded" | "redis") {
+        return Err(ConfigError::Invalid("store.backend must be \"embedded\" or \"redis\"".into()));
+    }
+    if cfg.store.backend == "redis" && cfg.store.redis_urls.is_empty() {
+        return Err(ConfigError::Invalid("store.redis_urls must name at least one server".into()));
+    }
+    let c = &cfg.cluster;
+    if c.election_timeout_min_ms <= c.heartbeat_ms || c.election_timeout_max_ms <= c.election_timeout_min_ms {
+        return Err(ConfigError::Invalid(
+            "cluster: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
+        ));
+    }
+    if c.down_after_ms <= c.liveness_interval_ms || c.liveness_interval_ms == 0 {
+        return Err(ConfigError::Invalid("cluster: need 0 < liveness_interval_ms < down_after_ms".into()));
+    }
+    if c.max_voters == 0 {
+        return Err(ConfigError::Invalid("cluster.max_voters must be at least 1".into()));
+    }
     if cfg.c2s.max_stanza_bytes < 1024 {
         return Err(ConfigError::Invalid("c2s.max_stanza_bytes must be at least 1024".into()));
     }
@@ -319,5 +462,31 @@ mod tests {
         assert!(load(None, env(&[("STARLING_C2S__LISTEN_TYPO", "x")])).is_err());
         assert!(load(None, env(&[("STARLING_DOMAINS", "[\"a@b\"]")])).is_err());
         assert!(load(None, env(&[("STARLING_LOG__FORMAT", "xml")])).is_err());
+        assert!(load(None, env(&[("STARLING_STORE__BACKEND", "mysql")])).is_err());
+        assert!(load(None, env(&[("STARLING_CLUSTER__HEARTBEAT_MS", "5000")])).is_err());
+    }
+
+    #[test]
+    fn cluster_identity_from_ordinals_and_addresses() {
+        assert_eq!(ordinal_node_id("starling-router-0"), Some(1));
+        assert_eq!(ordinal_node_id("starling-router-12\n"), Some(13));
+        assert_eq!(ordinal_node_id("laptop"), None);
+        assert_eq!(ordinal_node_id("web-x"), None);
+        let c = load(
+            None,
+            env(&[
+                ("STARLING_CLUSTER__SEEDS", "[\"a:1\", \"b:2\"]"),
+                ("STARLING_CLUSTER__LISTEN", "0.0.0.0:7400"),
+            ]),
+        )
+        .unwrap()
+        .cluster;
+        assert_eq!(c.seeds, vec!["a:1", "b:2"]);
+        assert_eq!(c.resolve_node_id("starling-router-2").unwrap(), 3);
+        assert!(c.resolve_node_id("laptop").is_err());
+        assert!(c.advertised().is_err(), "a wildcard is not dialable");
+        let c = ClusterConfig { advertise: "r1.svc:7400".into(), node_id: 7, ..c };
+        assert_eq!(c.advertised().unwrap(), "r1.svc:7400");
+        assert_eq!(c.resolve_node_id("laptop").unwrap(), 7);
     }
 }

@@ -1,14 +1,18 @@
 //! `starling`: the XMPP server binary.
 //!
 //! - `starling serve`: a complete single-node server (edge and router in one process, embedded store).
-//! - `starling user add|remove|passwd|list`: account administration on the embedded store.
+//! - `starling router` / `starling edge`: the cluster roles (see [`roles`]).
+//! - `starling cluster status|join|promote|drain|remove`: cluster administration.
+//! - `starling user add|remove|passwd|list`: account administration on the configured store.
 //! - `starling --version`
 //!
 //! Modules: [`config`] (file + environment), [`serve`] (wiring and lifecycle), [`users`] (account
-//! commands), [`admin`] (the local admin socket those commands use while `serve` runs).
+//! commands), [`admin`] (the local admin socket those commands use while `serve` runs),
+//! [`roles`] (router, edge and cluster administration).
 
 mod admin;
 mod config;
+mod roles;
 mod serve;
 mod users;
 
@@ -30,6 +34,18 @@ struct Cli {
 enum Command {
     /// Run a complete single-node server.
     Serve,
+    /// Run a cluster router: owns the sessions of its slots, holds a registry (Raft) replica.
+    Router,
+    /// Run a cluster edge: terminates client connections, forwards to the routers.
+    Edge,
+    /// Administer a cluster through the registry's gRPC API.
+    Cluster {
+        /// A registry node to ask (`host:port`); default: `cluster.seeds`, else `cluster.listen`.
+        #[arg(long)]
+        addr: Option<String>,
+        #[command(subcommand)]
+        action: roles::ClusterAction,
+    },
     /// Manage accounts (works whether or not `serve` is running on the same data directory).
     User {
         #[command(subcommand)]
@@ -41,11 +57,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "STARLING_CONFIG").collect();
     let cfg = config::load(cli.config.as_deref(), env)?;
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match cli.command {
-        Command::Serve => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(serve::serve(cfg))
-        }
+        Command::Serve => runtime()?.block_on(serve::serve(cfg)),
+        Command::Router => runtime()?.block_on(roles::router(cfg)),
+        Command::Edge => runtime()?.block_on(roles::edge(cfg)),
+        Command::Cluster { addr, action } => runtime()?.block_on(roles::cluster(&cfg, addr, action)),
         Command::User { action } => users::run(&cfg, action),
     }
 }

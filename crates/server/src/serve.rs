@@ -51,14 +51,14 @@ impl SessionHost for LocalHost {
     }
 }
 
-fn init_logging(cfg: &Config) {
+pub(crate) fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if cfg.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
-async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     let l =
         TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))?;
     // One line per listener on stdout, so people and test harnesses see where to connect.
@@ -66,28 +66,9 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     Ok(l)
 }
 
-/// Run until SIGINT/SIGTERM, then close every stream with `<system-shutdown/>`.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    init_logging(&cfg);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = Arc::new(crate::users::open_store(&cfg)?);
-    let tls_dir = cfg.data_dir.join("tls");
-    let cert = cfg.tls.cert.clone().unwrap_or_else(|| tls_dir.join("cert.pem"));
-    let key = cfg.tls.key.clone().unwrap_or_else(|| tls_dir.join("key.pem"));
-    let tls = starling_edge::tls::load_or_generate(&cert, &key, &cfg.domains).context("setting up TLS")?;
-
-    let router = Arc::new(Router::new(
-        RouterConfig {
-            domains: cfg.domains.clone(),
-            offline_max: cfg.offline.max_per_user,
-            registration_enabled: cfg.registration.enabled,
-            ..RouterConfig::default()
-        },
-        store.clone(),
-    ));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let edge_cfg = EdgeConfig {
+/// The edge's settings from the configuration (the same for `serve` and `starling edge`).
+pub(crate) fn edge_config(cfg: &Config) -> EdgeConfig {
+    EdgeConfig {
         domains: cfg.domains.clone(),
         starttls_required: cfg.c2s.starttls_required,
         allow_plaintext_auth: cfg.c2s.allow_plaintext_auth,
@@ -104,22 +85,48 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         session_queue: cfg.c2s.session_queue,
         scram_iterations: cfg.auth.scram_iterations,
         components: cfg.components.secrets.clone().into_iter().collect(),
-    };
-    let store_for_admin = store.clone();
-    let edge =
-        Edge::new(edge_cfg, Arc::new(LocalHost(router.clone())), store, Some(tls), shutdown_rx.clone());
-
-    let mut tasks = Vec::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    starling_telemetry::metrics().build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), "serve"]).set(1);
-    if !cfg.http.listen.is_empty() {
-        // Bound first, so a harness reading the announcements sees it before the XMPP listeners.
-        let l = bind(&cfg.http.listen, "http").await?;
-        // `serve` is ready once every listener is bound.
-        let flag = ready.clone();
-        let ready: starling_telemetry::http::Readiness = Arc::new(move || flag.load(Ordering::Acquire));
-        tasks.push(tokio::spawn(starling_telemetry::http::serve(l, ready, shutdown_rx.clone())));
     }
+}
+
+/// The router's settings from the configuration (the same for `serve` and `starling router`).
+pub(crate) fn router_config(cfg: &Config) -> RouterConfig {
+    RouterConfig {
+        domains: cfg.domains.clone(),
+        offline_max: cfg.offline.max_per_user,
+        registration_enabled: cfg.registration.enabled,
+        ..RouterConfig::default()
+    }
+}
+
+/// The TLS server configuration: the configured certificate, or one generated in `data_dir/tls/`.
+pub(crate) fn load_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls_dir = cfg.data_dir.join("tls");
+    let cert = cfg.tls.cert.clone().unwrap_or_else(|| tls_dir.join("cert.pem"));
+    let key = cfg.tls.key.clone().unwrap_or_else(|| tls_dir.join("key.pem"));
+    starling_edge::tls::load_or_generate(&cert, &key, &cfg.domains).context("setting up TLS")
+}
+
+/// The operator's HTTP endpoint, when configured; `ready` answers `/readyz`.
+pub(crate) async fn spawn_http(
+    cfg: &Config,
+    ready: starling_telemetry::http::Readiness,
+    shutdown: watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    if !cfg.http.listen.is_empty() {
+        let l = bind(&cfg.http.listen, "http").await?;
+        tasks.push(tokio::spawn(starling_telemetry::http::serve(l, ready, shutdown)));
+    }
+    Ok(())
+}
+
+/// The client and component listeners of an edge, as configured.
+pub(crate) async fn spawn_edge_listeners<H: SessionHost>(
+    cfg: &Config,
+    edge: &Arc<Edge<H>>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
     if !cfg.c2s.listen.is_empty() {
         let l = bind(&cfg.c2s.listen, "c2s").await?;
         tasks.push(tokio::spawn(edge.clone().serve_clients(l, false)));
@@ -132,6 +139,50 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let l = bind(&cfg.components.listen, "component").await?;
         tasks.push(tokio::spawn(edge.clone().serve_components(l)));
     }
+    Ok(())
+}
+
+/// Stop `tasks`, then wait (bounded by `grace`) until `remaining()` reaches zero.
+pub(crate) async fn stop(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+    remaining: impl Fn() -> usize,
+) {
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while remaining() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Run until SIGINT/SIGTERM, then close every stream with `<system-shutdown/>`.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    init_logging(&cfg);
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let store = crate::users::open_store(&cfg)?;
+    let tls = load_tls(&cfg)?;
+    let router = Arc::new(Router::new(router_config(&cfg), store.clone()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let store_for_admin = store.clone();
+    let edge = Edge::new(
+        edge_config(&cfg),
+        Arc::new(LocalHost(router.clone())),
+        store,
+        Some(tls),
+        shutdown_rx.clone(),
+    );
+
+    let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    starling_telemetry::metrics().build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), "serve"]).set(1);
+    // Bound first, so a harness reading the announcements sees it before the XMPP listeners;
+    // `serve` is ready once every listener is bound.
+    let flag = ready.clone();
+    spawn_http(&cfg, Arc::new(move || flag.load(Ordering::Acquire)), shutdown_rx.clone(), &mut tasks).await?;
+    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
     #[cfg(unix)]
     {
         let path = cfg.data_dir.join(crate::users::ADMIN_SOCKET);
@@ -149,20 +200,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    for t in tasks {
-        t.abort();
-        let _ = t.await;
-    }
-    let _ = std::fs::remove_file(cfg.data_dir.join(crate::users::ADMIN_SOCKET));
     // Connections close themselves with <system-shutdown/>; give them a bounded grace period.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while router.session_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop(tasks, Duration::from_secs(5), || router.session_count()).await;
+    let _ = std::fs::remove_file(cfg.data_dir.join(crate::users::ADMIN_SOCKET));
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -4,9 +4,10 @@
 use crate::config::Config;
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use starling_store::EmbeddedStore;
+use starling_store::{EmbeddedStore, RedisStore, Store};
 use starling_xmpp::BareJid;
 use std::io::BufRead;
+use std::sync::Arc;
 
 /// Account commands.
 #[derive(Subcommand, Debug)]
@@ -36,13 +37,19 @@ pub enum UserAction {
     List,
 }
 
-/// Open the store named by the configuration, explaining the common failure.
-pub fn open_store(cfg: &Config) -> anyhow::Result<EmbeddedStore> {
+/// Open the store named by the configuration (`[store] backend`), explaining the common failure.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if cfg.store.backend == "redis" {
+        let store = RedisStore::open(&cfg.store.redis_urls, &cfg.store.key_prefix)
+            .with_context(|| format!("opening the Redis store at {:?}", cfg.store.redis_urls))?;
+        return Ok(Arc::new(store));
+    }
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let path = cfg.data_dir.join("starling.redb");
-    EmbeddedStore::open(&path).with_context(|| {
+    let store = EmbeddedStore::open(&path).with_context(|| {
         format!("opening {} (is a server running on this data directory? stop it first)", path.display())
-    })
+    })?;
+    Ok(Arc::new(store))
 }
 
 fn account(cfg: &Config, jid: &str) -> anyhow::Result<String> {
@@ -90,7 +97,7 @@ pub fn run(cfg: &Config, action: UserAction) -> anyhow::Result<()> {
                 verb: verb.to_owned(),
                 args: args.iter().map(|a| a.to_string()).collect(),
             };
-            crate::admin::execute(&store, cfg.auth.scram_iterations, &req)
+            crate::admin::execute(store.as_ref(), cfg.auth.scram_iterations, &req)
         }
     };
     match result {

@@ -12,13 +12,12 @@ use starling_store::redis::DEFAULT_PREFIX;
 use starling_store::{
     AccountStore, DocumentStore, EmbeddedStore, OfflineStore, RedisStore, RosterStore, Store, StoreError,
 };
+use starling_testkit::{free_port, require, RedisServer};
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::sasl::{ScramCredentials, ScramHash};
 use starling_xmpp::subscription::Subscription;
 use starling_xmpp::BareJid;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -256,111 +255,8 @@ fn embedded_conformance() {
 // ---------------------------------------------------------------------------------------------
 // Real redis-server processes.
 
-fn require(bin: &str) {
-    match Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
-        Ok(st) if st.success() => {}
-        other => panic!(
-            "`{bin} --version` failed ({other:?}): the Redis backend tests need a real {bin} on PATH \
-             (apt-get install redis-server; scripts/test.sh installs it)"
-        ),
-    }
-}
-
-/// A loopback port that is free now (and, for cluster nodes, whose bus port +10000 is too).
-fn free_port(with_bus: bool) -> u16 {
-    // Spread the start by process so parallel test processes rarely probe the same ports.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
-    for _ in 0..5_000 {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 25_000;
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(p) && (!with_bus || free(p + 10_000)) {
-            return p;
-        }
-    }
-    panic!("no free loopback port found");
-}
-
-/// One `redis-server`, killed (and its directory removed) on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        Self::start_with(false, |_| None)
-    }
-
-    /// Starts a server on a free port (or `port`'s answer), retrying on another port if it dies
-    /// at startup (another process took the port in between).
-    fn start_with(cluster: bool, port: impl Fn(usize) -> Option<u16>) -> RedisServer {
-        require("redis-server");
-        let mut last = String::new();
-        for attempt in 0..5 {
-            let p = port(attempt).unwrap_or_else(|| free_port(cluster));
-            match Self::spawn(p, cluster) {
-                Ok(s) => return s,
-                Err(log) => last = log,
-            }
-        }
-        panic!("redis-server would not start; last log:\n{last}");
-    }
-
-    fn spawn(port: u16, cluster: bool) -> Result<RedisServer, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--logfile", "redis.log"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")]);
-            cmd.args(["--cluster-node-timeout", "5000"]);
-        }
-        let child = cmd.spawn().expect("spawn redis-server");
-        let mut server = RedisServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(server.url()).unwrap();
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("exited with {status}:\n{}", server.log()));
-            }
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(server);
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not answering PING after 10 s:\n{}", server.log()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    fn raw(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn connection(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url()).unwrap().get_connection().unwrap()
 }
 
 fn open(urls: &[String]) -> RedisStore {
@@ -412,7 +308,7 @@ fn redis_key_layout_is_the_documented_one() {
     s.put_roster_item(u, &item("b@d")).unwrap();
     assert!(s.push_offline(u, b"m", 10).unwrap());
     s.set_document(u, "vcard", Some(b"v")).unwrap();
-    let mut raw = server.raw();
+    let mut raw = connection(&server);
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).unwrap();
     keys.sort();
     let t = "starling:{k%7D%7B%25@d}";
@@ -443,7 +339,7 @@ fn redis_accounts_index_is_repaired() {
     let server = RedisServer::start();
     let s = open(&[server.url()]);
     s.create_account("real@d", creds("pw")).unwrap();
-    let mut raw = server.raw();
+    let mut raw = connection(&server);
     // An entry left by a create that died before writing the account.
     let _: i64 = redis::cmd("SADD").arg("starling:accounts").arg("ghost@d").query(&mut raw).unwrap();
     assert_eq!(s.list_accounts().unwrap(), vec!["real@d"]);
@@ -537,7 +433,7 @@ impl Cluster {
         let cluster = Cluster { nodes };
         let deadline = Instant::now() + Duration::from_secs(60);
         for node in &cluster.nodes {
-            let mut c = node.raw();
+            let mut c = connection(node);
             loop {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
                 if info.contains("cluster_state:ok") {
@@ -570,11 +466,14 @@ fn redis_cluster_conformance() {
         assert!(s.push_offline(u, b"m", 5).unwrap());
         s.put_roster_item(u, &item("c@d")).unwrap();
     }
-    let holding =
-        cluster.nodes.iter().filter(|n| redis::cmd("DBSIZE").query::<i64>(&mut n.raw()).unwrap() > 0).count();
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|n| redis::cmd("DBSIZE").query::<i64>(&mut connection(n)).unwrap() > 0)
+        .count();
     assert!(holding >= 2, "all keys landed on {holding} node(s)");
     // All of one user's keys share a slot, whatever the name.
-    let mut raw = cluster.nodes[0].raw();
+    let mut raw = connection(&cluster.nodes[0]);
     for u in ["user0@d", "}x{@d", "{}@d", "%@d"] {
         let t = u.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
         let slots: Vec<i64> = ["acct", "doc", "offline", "roster", "rosterver"]

@@ -1,0 +1,129 @@
+//! Test support shared by the suites (dev-dependency only): free loopback ports and real
+//! `redis-server` processes, started without persistence in temporary directories and killed
+//! on drop. A missing `redis-server` fails the test with the command that installs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Panics with an install hint unless `bin --version` runs.
+pub fn require(bin: &str) {
+    match Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(st) if st.success() => {}
+        other => panic!(
+            "`{bin} --version` failed ({other:?}): this test needs a real {bin} on PATH \
+             (apt-get install redis-server; scripts/test.sh installs it)"
+        ),
+    }
+}
+
+/// A loopback port that is free now (and, with `with_bus`, whose Redis Cluster bus port
+/// +10000 is too). Spread by process so parallel test processes rarely probe the same ports.
+pub fn free_port(with_bus: bool) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
+    for _ in 0..5_000 {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 25_000;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(p) && (!with_bus || free(p + 10_000)) {
+            return p;
+        }
+    }
+    panic!("no free loopback port found");
+}
+
+/// One `redis-server`, killed (and its directory removed) on drop.
+pub struct RedisServer {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A single server on a free port.
+    pub fn start() -> RedisServer {
+        Self::start_with(false, |_| None)
+    }
+
+    /// Starts a server on a free port (or `port(attempt)`'s answer), retrying on another port if
+    /// it dies at startup (another process took the port in between). `cluster` enables Redis
+    /// Cluster mode.
+    pub fn start_with(cluster: bool, port: impl Fn(usize) -> Option<u16>) -> RedisServer {
+        require("redis-server");
+        let mut last = String::new();
+        for attempt in 0..5 {
+            let p = port(attempt).unwrap_or_else(|| free_port(cluster));
+            match Self::spawn(p, cluster) {
+                Ok(s) => return s,
+                Err(log) => last = log,
+            }
+        }
+        panic!("redis-server would not start; last log:\n{last}");
+    }
+
+    fn spawn(port: u16, cluster: bool) -> Result<RedisServer, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")]);
+            cmd.args(["--cluster-node-timeout", "5000"]);
+        }
+        let child = cmd.spawn().expect("spawn redis-server");
+        let mut server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("exited with {status}:\n{}", server.log()));
+            }
+            if server.ping() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not answering PING after 10 s:\n{}", server.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers `PING` now.
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:<port>/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

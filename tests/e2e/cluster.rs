@@ -1,0 +1,384 @@
+//! The cluster as real processes on loopback: a real `redis-server` (the shared store), three
+//! `starling router`s (Raft registry, links over gRPC) and two `starling edge`s, with clients
+//! whose homes are on different routers and who connect through different edges.
+//!
+//! Every wait is on a condition (the registry's status through `starling cluster status`, an
+//! edge's `/readyz`, a stanza reaching a client), each bounded.
+
+use crate::support::{http_get_at, Client, BIN, STEP};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use starling_testkit::{free_port, RedisServer};
+use starling_xml::Element;
+use starling_xmpp::ns;
+use starling_xmpp::sasl::ScramHash;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cluster may take to notice and repair a failure.
+const REPAIR: Duration = Duration::from_secs(30);
+
+/// One `starling router` or `starling edge` process.
+struct Node {
+    role: &'static str,
+    id: u64,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    /// Announced listeners by name (`http`, `cluster`, `c2s`).
+    listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Node {
+    fn new(
+        role: &'static str,
+        id: u64,
+        redis: &RedisServer,
+        seeds: &[String],
+        grpc: Option<&str>,
+    ) -> Result<Node> {
+        let dir = tempfile::tempdir()?;
+        let seeds = format!("[{}]", seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "));
+        let mut env: Vec<(String, String)> = vec![
+            ("STARLING_DATA_DIR".into(), format!("\"{}\"", dir.path().display())),
+            ("STARLING_STORE__BACKEND".into(), "redis".into()),
+            ("STARLING_STORE__REDIS_URLS".into(), format!("[\"{}\"]", redis.url())),
+            ("STARLING_CLUSTER__NODE_ID".into(), id.to_string()),
+            ("STARLING_CLUSTER__SEEDS".into(), seeds),
+            ("STARLING_CLUSTER__HEARTBEAT_MS".into(), "100".into()),
+            ("STARLING_CLUSTER__ELECTION_TIMEOUT_MIN_MS".into(), "600".into()),
+            ("STARLING_CLUSTER__ELECTION_TIMEOUT_MAX_MS".into(), "1200".into()),
+            ("STARLING_CLUSTER__LIVENESS_INTERVAL_MS".into(), "200".into()),
+            ("STARLING_CLUSTER__DOWN_AFTER_MS".into(), "1500".into()),
+            ("STARLING_CLUSTER__BOOTSTRAP_WAIT_MS".into(), "1000".into()),
+            ("STARLING_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("STARLING_C2S__LISTEN".into(), "127.0.0.1:0".into()),
+            ("STARLING_C2S__DIRECT_TLS_LISTEN".into(), String::new()),
+            ("STARLING_LOG__LEVEL".into(), "info,openraft=warn".into()),
+        ];
+        if let Some(addr) = grpc {
+            env.push(("STARLING_CLUSTER__LISTEN".into(), addr.into()));
+        }
+        Ok(Node { role, id, dir, env, child: None, listeners: Vec::new() })
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            c.env("PATH", path);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    /// Start the process and read its listener announcements.
+    fn spawn(&mut self) -> Result<()> {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stderr.log"))?;
+        let mut child =
+            self.command().arg(self.role).stdout(Stdio::piped()).stderr(Stdio::from(log)).spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let wanted: &[&str] = if self.role == "router" { &["http", "cluster"] } else { &["http", "c2s"] };
+        self.listeners.clear();
+        while !wanted.iter().all(|w| self.listeners.iter().any(|(n, _)| n == w)) {
+            let line = rx.recv_timeout(STEP).map_err(|_| {
+                anyhow!("{} {} announced no listeners; stderr:\n{}", self.role, self.id, self.stderr())
+            })?;
+            if let Some((what, addr)) =
+                line.strip_prefix("starling: ").and_then(|l| l.split_once(" listening on "))
+            {
+                self.listeners.push((what.to_owned(), addr.trim().parse()?));
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn addr(&self, what: &str) -> Result<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == what)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| anyhow!("no {what} listener"))
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("tls").join("cert.pem")
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run a CLI command with this node's configuration.
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = self.command().args(args).output()?;
+        if !out.status.success() {
+            bail!("starling {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn ready(&self) -> bool {
+        match self.addr("http") {
+            Ok(a) => matches!(http_get_at(a, "/readyz").await, Ok((200, _))),
+            Err(_) => false,
+        }
+    }
+
+    async fn login(&self, user: &str, resource: &str) -> Result<Client> {
+        let mut c = Client::connect(self.addr("c2s")?).await?;
+        c.starttls_and_open(&self.cert()).await?;
+        c.auth_scram(ScramHash::Sha256, user, &format!("{user}-pw")).await?;
+        c.bind(Some(resource)).await?;
+        Ok(c)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The registry's status as one router answers it.
+fn status(via: &Node, grpc: &str) -> Result<Value> {
+    let out = via.cli(&["cluster", "--addr", grpc, "status", "--json"])?;
+    Ok(serde_json::from_str(out.trim())?)
+}
+
+fn member(st: &Value, id: u64) -> Option<&Value> {
+    st["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+fn state_of(st: &Value, id: u64) -> String {
+    member(st, id).and_then(|m| m["state"].as_str()).unwrap_or("absent").to_owned()
+}
+
+/// Poll `grpc`'s status until `pred` holds (bounded by [`REPAIR`]).
+async fn wait_status(what: &str, via: &Node, grpc: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + REPAIR;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(st) = status(via, grpc) {
+            if pred(&st) {
+                return Ok(st);
+            }
+            last = st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("timed out waiting for {what}; last status: {last}")
+}
+
+/// Every router in `routers` active, no slot unowned, and the slots spread evenly over them.
+fn balanced(st: &Value, routers: &[u64]) -> bool {
+    let even = 4096 / routers.len() as u64;
+    st["slots_unowned"] == 0
+        && routers.iter().all(|r| {
+            member(st, *r).is_some_and(|m| {
+                m["state"] == "active" && m["slots"].as_u64().is_some_and(|n| n.abs_diff(even) <= 1)
+            })
+        })
+}
+
+/// The router that owns `jid`'s slot.
+fn home(via: &Node, grpc: &str, jid: &str) -> Result<u64> {
+    let out = via.cli(&["cluster", "--addr", grpc, "locate", jid])?;
+    let router =
+        out.split_whitespace().skip_while(|w| *w != "router").nth(1).context("no router in locate")?;
+    Ok(router.parse()?)
+}
+
+/// Answer `from`'s ping until `to` is reachable at its full JID through the cluster (the
+/// session registered at its current home); returns how long that took.
+async fn wait_reachable(from: &mut Client, to: &mut Client, to_jid: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < REPAIR {
+        n += 1;
+        let id = format!("reach-{n}");
+        let ping = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("to", to_jid)
+            .with_attr("id", &id)
+            .with_child(Element::new("ping", ns::PING));
+        from.send_element(&ping).await?;
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            to.wait_for("a ping", |e| e.attr("id") == Some(id.as_str())),
+        )
+        .await;
+        if let Ok(Ok(iq)) = got {
+            let pong = Element::new("iq", ns::CLIENT)
+                .with_attr("type", "result")
+                .with_attr("to", iq.attr("from").unwrap_or_default())
+                .with_attr("id", &id);
+            to.send_element(&pong).await?;
+        }
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            from.wait_for("the ping's answer", |e| e.attr("id") == Some(id.as_str())),
+        )
+        .await;
+        if let Ok(Ok(iq)) = answer {
+            if iq.attr("type") == Some("result") {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{to_jid} not reachable after {REPAIR:?}")
+}
+
+fn subscription(kind: &str, to: &str) -> Element {
+    Element::new("presence", ns::CLIENT).with_attr("type", kind).with_attr("to", to)
+}
+
+fn is_presence_from(e: &Element, from_prefix: &str, kind: Option<&str>) -> bool {
+    e.name == "presence"
+        && e.attr("from").is_some_and(|f| f.starts_with(from_prefix))
+        && e.attr("type") == kind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
+    let redis = RedisServer::start();
+    let grpc: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port(false))).collect();
+    let seeds = &grpc[..3];
+    let mut routers = Vec::new();
+    for (i, addr) in seeds.iter().enumerate() {
+        let mut r = Node::new("router", i as u64 + 1, &redis, seeds, Some(addr))?;
+        r.spawn()?;
+        routers.push(r);
+    }
+    let mut edges = Vec::new();
+    for id in [11, 12] {
+        let mut e = Node::new("edge", id, &redis, seeds, None)?;
+        e.spawn()?;
+        edges.push(e);
+    }
+    let admin = &edges[0];
+    let st =
+        wait_status("three active routers with balanced slots", admin, &grpc[0], |s| balanced(s, &[1, 2, 3]))
+            .await?;
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3]), "{st}");
+    for e in &edges {
+        let deadline = Instant::now() + REPAIR;
+        while !e.ready().await {
+            assert!(Instant::now() < deadline, "edge {} never ready:\n{}", e.id, e.stderr());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let leader = st["leader"].as_u64().context("a leader")?;
+
+    // Two users homed on different routers, bob's home not the leader (it is killed first).
+    let candidates: Vec<String> = (0..40).map(|i| format!("user{i}@localhost")).collect();
+    let mut homes = Vec::new();
+    for c in &candidates {
+        homes.push((c.clone(), home(admin, &grpc[0], c)?));
+    }
+    let (bob, bob_home) = homes.iter().find(|(_, h)| *h != leader).cloned().context("a non-leader home")?;
+    let (alice, alice_home) = homes.iter().find(|(_, h)| *h != bob_home).cloned().context("another home")?;
+    for u in [&alice, &bob] {
+        let local = u.split('@').next().unwrap_or_default();
+        admin.cli(&["user", "add", u, "--password", &format!("{local}-pw")])?;
+    }
+    let (alice_local, bob_local) = (alice.split('@').next().unwrap(), bob.split('@').next().unwrap());
+
+    // alice on edge 11, bob on edge 12: subscribe both ways, presence and messages flow
+    // edge → router (home A) → router (home B) → edge.
+    let mut a = edges[0].login(alice_local, "a").await?;
+    let mut b = edges[1].login(bob_local, "b").await?;
+    let (a_full, b_full) = (format!("{alice}/a"), format!("{bob}/b"));
+    a.presence().await?;
+    b.presence().await?;
+    a.send_element(&subscription("subscribe", &bob)).await?;
+    b.wait_for("alice's request", |e| is_presence_from(e, &alice, Some("subscribe"))).await?;
+    b.send_element(&subscription("subscribed", &alice)).await?;
+    a.wait_for("bob's presence after approval", |e| is_presence_from(e, &b_full, None)).await?;
+    b.send_element(&subscription("subscribe", &alice)).await?;
+    a.wait_for("bob's request", |e| is_presence_from(e, &bob, Some("subscribe"))).await?;
+    a.send_element(&subscription("subscribed", &bob)).await?;
+    b.wait_for("alice's presence after approval", |e| is_presence_from(e, &a_full, None)).await?;
+    a.message(&b_full, "hello across routers").await?;
+    let m = b.expect_message("hello across routers").await?;
+    assert_eq!(m.attr("from"), Some(a_full.as_str()), "'from' stamped by alice's home");
+    b.message(&a_full, "hello back").await?;
+    a.expect_message("hello back").await?;
+    eprintln!("alice home {alice_home}, bob home {bob_home}, leader {leader}");
+
+    // SIGKILL bob's home: the leader marks it down and gives its slots to the others; bob's
+    // edge re-registers him with the new owner; messages flow again.
+    let killed_at = Instant::now();
+    let k = (bob_home - 1) as usize;
+    routers[k].kill();
+    let survivors: Vec<u64> = (1..=3).filter(|r| *r != bob_home).collect();
+    let via = &grpc[(leader - 1) as usize];
+    wait_status("the killed router's slots on the survivors", admin, via, |s| {
+        state_of(s, bob_home) == "down" && balanced(s, &survivors)
+    })
+    .await?;
+    wait_reachable(&mut a, &mut b, &b_full).await?;
+    eprintln!("router kill → bob reachable again after {:?}", killed_at.elapsed());
+    a.message(&b_full, "after the router died").await?;
+    b.expect_message("after the router died").await?;
+
+    // It restarts on its data directory and rejoins with its share of the slots.
+    routers[k].spawn()?;
+    wait_status("the restarted router active again", admin, via, |s| balanced(s, &[1, 2, 3])).await?;
+    wait_reachable(&mut a, &mut b, &b_full).await?;
+
+    // SIGKILL the Raft leader: the others elect a new one, which marks it down; the membership
+    // is intact and the slots move.
+    routers[(leader - 1) as usize].kill();
+    let rest: Vec<u64> = (1..=3).filter(|r| *r != leader).collect();
+    let via = &grpc[(rest[0] - 1) as usize];
+    let st = wait_status("a new leader and the old one down", admin, via, |s| {
+        s["leader"].as_u64().is_some_and(|l| l != 0 && l != leader)
+            && state_of(s, leader) == "down"
+            && balanced(s, &rest)
+    })
+    .await?;
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3]), "no membership lost: {st}");
+    wait_reachable(&mut a, &mut b, &b_full).await?;
+    wait_reachable(&mut b, &mut a, &a_full).await?;
+    b.message(&a_full, "after the leader died").await?;
+    a.expect_message("after the leader died").await?;
+
+    // A fourth router joins: the slots spread over the three active routers.
+    let mut r4 = Node::new("router", 4, &redis, seeds, Some(&grpc[3]))?;
+    r4.spawn()?;
+    let mut active = rest.clone();
+    active.push(4);
+    let st = wait_status("router 4 active with a share of the slots", admin, via, |s| balanced(s, &active))
+        .await?;
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3, 4]), "the new router votes: {st}");
+    routers.push(r4);
+    wait_reachable(&mut a, &mut b, &b_full).await?;
+    a.message(&b_full, "after the join").await?;
+    b.expect_message("after the join").await?;
+
+    // SIGKILL bob's edge: his session ends at his home router and alice hears he left.
+    edges[1].kill();
+    a.wait_for("bob's unavailable presence", |e| is_presence_from(e, &b_full, Some("unavailable"))).await?;
+    drop(b);
+    Ok(())
+}
