@@ -32,3 +32,6 @@ fi
 
 echo "== interoperability (slixmpp, Twisted Words)"
 STARLING_BIN="$PWD/target/debug/starling" bash tests/interop/run.sh
+
+echo "== operations (helm chart, Kubernetes schemas, promtool)"
+bash scripts/ops-check.sh
