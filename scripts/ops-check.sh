@@ -606,16 +606,18 @@ if [ ! -x "$STARLING_BIN" ]; then
   exit 0
 fi
 node="$WORK/node"
+node_bin="$STARLING_BIN"
 mkdir -p "$node"
 (
-  # Only our own settings: no STARLING_* from the caller's environment.
+  # Only our own settings: no STARLING_* from the caller's environment (STARLING_BIN included,
+  # which the server would read as an unknown configuration key).
   for v in $(compgen -e | grep '^STARLING_' || true); do unset "$v"; done
   export STARLING_DATA_DIR="$node/data" STARLING_C2S__LISTEN=127.0.0.1:0 STARLING_C2S__DIRECT_TLS_LISTEN=127.0.0.1:0 \
     STARLING_HTTP__LISTEN=127.0.0.1:0 STARLING_COMPONENTS__LISTEN=127.0.0.1:0 STARLING_LOG__LEVEL=warn
-  exec "$STARLING_BIN" serve >"$node/stdout" 2>"$node/stderr"
+  exec "$node_bin" serve >"$node/stdout" 2>"$node/stderr"
 ) &
 NODE_PID=$!
-addr() { sed -n "s/^starling: $1 listening on //p" "$node/stdout" | head -n1; }
+addr() { sed -n "s/^starling: $1 listening on //p" "$node/stdout" 2>/dev/null | head -n1; }
 for _ in $(seq 1 100); do
   [ -n "$(addr c2s)" ] && [ -n "$(addr http)" ] && break
   kill -0 "$NODE_PID" 2>/dev/null || { cat "$node/stderr" >&2; die "$STARLING_BIN serve exited at start"; }
