@@ -6,6 +6,7 @@
 //! receive stanzas through the [`Deliver`] sink they registered. The router never sees a socket.
 //!
 //! Modules:
+//! - [`bus`]: presence fan-out between routers ([`PresenceBus`]; [`LocalBus`] in `serve`).
 //! - [`delivery`]: where a stanza addressed to a local JID goes (RFC 6121 §8.5), offline storage.
 //! - [`presence`]: broadcast, probes, directed presence (RFC 6121 §4).
 //! - [`roster`]: roster get/set/remove and the subscription handshake (RFC 6121 §2, §3).
@@ -15,11 +16,13 @@
 //! Concurrency: accounts are spread over mutex-guarded shards; no lock is held across an
 //! `.await`, and store calls run on blocking threads.
 
+pub mod bus;
 pub mod delivery;
 pub mod presence;
 pub mod roster;
 pub mod services;
 
+pub use bus::{LocalBus, PresenceBus};
 use starling_store::{Store, StoreError};
 use starling_xml::Element;
 use starling_xmpp::roster::RosterItem;
@@ -149,6 +152,15 @@ pub(crate) struct Account {
 /// Number of account shards; a power of two well above the core count keeps contention low.
 const SHARDS: usize = 64;
 
+/// Number of shards of the presence-interest index.
+const INTEREST_SHARDS: usize = 16;
+
+/// Whether a roster item makes its owner want the contact's presence (subscription 'to' or
+/// 'both', RFC 6121 §4.2.2; hidden items are subscriptions in progress, not yet shown).
+pub(crate) fn wants_presence(item: &RosterItem) -> bool {
+    !item.hidden && item.state.subscription.has_to()
+}
+
 /// The router. Cheap to share behind an `Arc`.
 pub struct Router {
     /// Settings.
@@ -165,6 +177,11 @@ pub struct Router {
     next_session: AtomicU64,
     /// Who owns what in the cluster ([`SingleNode`] in `serve`).
     peers: Arc<dyn Peers>,
+    /// Presence transport to other routers ([`LocalBus`] in `serve`).
+    pub(crate) bus: Arc<dyn PresenceBus>,
+    /// Contact bare JID → local online accounts that want its presence; kept only when the bus
+    /// distributes (its 0 → 1 and 1 → 0 transitions drive [`PresenceBus::watch`]/`unwatch`).
+    interest: Vec<Mutex<HashMap<String, HashSet<String>>>>,
 }
 
 /// A sink and the full JID it belongs to, collected under a lock and used after it.
@@ -181,8 +198,20 @@ impl Router {
 
     /// A router that owns the accounts `peers` says are [`Home::Local`] and forwards the rest.
     pub fn with_peers(cfg: RouterConfig, store: Arc<dyn Store>, peers: Arc<dyn Peers>) -> Router {
+        Router::with_bus(cfg, store, peers, Arc::new(LocalBus))
+    }
+
+    /// A router whose presences also travel over `bus` to the other routers.
+    pub fn with_bus(
+        cfg: RouterConfig,
+        store: Arc<dyn Store>,
+        peers: Arc<dyn Peers>,
+        bus: Arc<dyn PresenceBus>,
+    ) -> Router {
         Router {
             peers,
+            bus,
+            interest: (0..INTEREST_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             cfg,
             store,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -242,13 +271,15 @@ impl Router {
             Some(self.blocking(move |s| s.roster(&user)).await?)
         };
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let mut watched = Vec::new();
         let replaced = {
             let mut shard = self.shard(&bare);
-            let account = shard.entry(bare.clone()).or_insert_with(|| Account {
-                sessions: Vec::new(),
-                roster: loaded
+            let account = shard.entry(bare.clone()).or_insert_with(|| {
+                let roster: HashMap<String, RosterItem> = loaded
                     .map(|(_, items)| items.into_iter().map(|i| (i.jid.clone(), i)).collect())
-                    .unwrap_or_default(),
+                    .unwrap_or_default();
+                watched = roster.values().filter(|i| wants_presence(i)).map(|i| i.jid.clone()).collect();
+                Account { sessions: Vec::new(), roster }
             });
             let old = account
                 .sessions
@@ -265,6 +296,9 @@ impl Router {
             });
             old
         };
+        for contact in watched {
+            self.set_interest(&bare, &contact, true);
+        }
         if replaced.is_none() {
             starling_telemetry::metrics().sessions.inc();
         }
@@ -287,11 +321,13 @@ impl Router {
             let Some(pos) = account.sessions.iter().position(|s| s.id == id) else { return };
             let s = account.sessions.swap_remove(pos);
             starling_telemetry::metrics().sessions.dec();
-            if account.sessions.is_empty() {
-                shard.remove(&bare);
-            }
-            s
+            let gone = account.sessions.is_empty().then(|| shard.remove(&bare)).flatten();
+            (s, gone)
         };
+        let (removed, gone) = removed;
+        if let Some(account) = gone {
+            self.drop_interests(&bare, &account);
+        }
         if removed.available.is_some() {
             self.broadcast_unavailable(jid, removed.directed, None).await;
         }
@@ -509,18 +545,84 @@ impl Router {
     /// there). Returns how many sessions were dropped.
     pub fn evict(&self, moved: impl Fn(&str) -> bool) -> usize {
         let mut dropped = 0;
+        let mut gone = Vec::new();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|bare, account| {
-                let keep = !moved(bare);
-                if !keep {
+            let leaving: Vec<String> = shard.keys().filter(|bare| moved(bare)).cloned().collect();
+            for bare in leaving {
+                if let Some(account) = shard.remove(&bare) {
                     dropped += account.sessions.len();
                     starling_telemetry::metrics().sessions.sub(account.sessions.len() as i64);
+                    gone.push((bare, account));
                 }
-                keep
-            });
+            }
+        }
+        for (bare, account) in gone {
+            self.drop_interests(&bare, &account);
+            self.bus.forget(&bare);
         }
         dropped
+    }
+
+    fn interest_shard(&self, contact: &str) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        let idx = (self.hasher.hash_one(contact) as usize) % INTEREST_SHARDS;
+        self.interest[idx].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record whether local `account` wants `contact`'s presence; the first and the last
+    /// interested account subscribe and unsubscribe the bus.
+    pub(crate) fn set_interest(&self, account: &str, contact: &str, on: bool) {
+        if !self.bus.distributes() {
+            return;
+        }
+        let mut index = self.interest_shard(contact);
+        if on {
+            let set = index.entry(contact.to_owned()).or_default();
+            if set.insert(account.to_owned()) && set.len() == 1 {
+                self.bus.watch(contact);
+            }
+        } else if let Some(set) = index.get_mut(contact) {
+            if set.remove(account) && set.is_empty() {
+                index.remove(contact);
+                self.bus.unwatch(contact);
+            }
+        }
+    }
+
+    /// An account went offline here (or moved away): it no longer wants anyone's presence.
+    fn drop_interests(&self, bare: &str, account: &Account) {
+        for item in account.roster.values().filter(|i| wants_presence(i)) {
+            self.set_interest(bare, &item.jid, false);
+        }
+    }
+
+    /// A presence another router published on the bus: deliver it to the available resources
+    /// of every local account that wants it (RFC 6121 §4.2.3 / §4.5.3 inbound processing; the
+    /// interest index holds only accounts whose roster allows it).
+    pub fn on_bus_presence(&self, presence: Element) {
+        let Some(Ok(from)) = presence.attr("from").map(FullJid::new) else { return };
+        let bare = from.to_bare().to_string();
+        let accounts: Vec<String> =
+            self.interest_shard(&bare).get(&bare).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        for account in accounts {
+            if self.peers.home_of(&account) != Home::Local {
+                continue;
+            }
+            let Ok(user) = BareJid::new(&account) else { continue };
+            for t in self.available_targets(&user) {
+                let mut p = presence.clone();
+                p.set_attr("to", t.jid.clone());
+                t.sink.deliver(ToClient::Stanza(p));
+            }
+        }
+    }
+
+    /// Whether the bus, not this router, delivers presence to `contact` (a bare JID): a
+    /// distributing bus and an account of a served domain homed on another router.
+    pub(crate) fn bus_delivers(&self, contact: &str) -> bool {
+        self.bus.distributes()
+            && contact.split_once('@').is_some_and(|(_, d)| self.serves(d))
+            && self.peers.home_of(contact) != Home::Local
     }
 
     /// The sink of one bound session.

@@ -187,21 +187,46 @@ impl Router {
             p.set_attr("to", t.jid.clone());
             t.sink.deliver(ToClient::Stanza(p));
         }
-        // §4.2.2 / §4.4.2: to every contact with a subscription from the user.
+        // §4.2.2 / §4.4.2: to every contact with a subscription from the user; those homed
+        // on other routers get it through the bus, published once.
         for contact in subscribers {
+            if self.bus_delivers(&contact) {
+                continue;
+            }
             if let Ok(cj) = Jid::new(&contact) {
                 let mut p = presence.clone();
                 p.set_attr("to", contact);
                 self.route(cj, p).await;
             }
         }
+        if self.bus.distributes() {
+            self.bus.publish(from, &presence);
+        }
         if !initial {
             return;
         }
-        // §4.2.2: the implicit probe of every contact the user is subscribed to.
-        for contact in watched {
+        // §4.2.2: the implicit probe of every contact the user is subscribed to: answered here
+        // for local contacts, from the bus's last presences for the others (one read).
+        let (remote, local): (Vec<String>, Vec<String>) =
+            watched.into_iter().partition(|c| self.bus_delivers(c));
+        for contact in local {
             if let Ok(cj) = BareJid::new(&contact) {
                 self.answer_probe(&cj, &Jid::from(from.clone()), false).await;
+            }
+        }
+        if !remote.is_empty() {
+            let presences = self.bus.current(remote.clone()).await;
+            if let Some(t) = self.session_target(from) {
+                for mut p in presences {
+                    let known = p
+                        .attr("from")
+                        .and_then(|f| FullJid::new(f).ok())
+                        .is_some_and(|f| remote.contains(&f.to_bare().to_string()));
+                    if known {
+                        p.set_attr("to", from.to_string());
+                        t.sink.deliver(ToClient::Stanza(p));
+                    }
+                }
             }
         }
         // §3.1.3: subscription requests that arrived while the user was offline.
@@ -244,11 +269,15 @@ impl Router {
         presence.set_attr("from", from.to_string());
         presence.remove_attr("to");
         let bare = from.to_bare();
-        let mut recipients: Vec<String> = self.subscribers_of(&bare).await;
+        let mut recipients: Vec<String> =
+            self.subscribers_of(&bare).await.into_iter().filter(|c| !self.bus_delivers(c)).collect();
         for d in directed {
             if !recipients.contains(&d) {
                 recipients.push(d);
             }
+        }
+        if self.bus.distributes() {
+            self.bus.publish(from, &presence);
         }
         for t in self.available_targets(&bare) {
             let mut p = presence.clone();

@@ -116,8 +116,16 @@ impl Router {
         };
         let key = user.to_string();
         let push = (!item.hidden).then(|| item.to_element());
-        if let Some(a) = self.shard(&key).get_mut(&key) {
-            a.roster.insert(item.jid.clone(), item);
+        let (contact, wants) = (item.jid.clone(), crate::wants_presence(&item));
+        let online = match self.shard(&key).get_mut(&key) {
+            Some(a) => {
+                a.roster.insert(item.jid.clone(), item);
+                true
+            }
+            None => false,
+        };
+        if online {
+            self.set_interest(&key, &contact, wants);
         }
         if let Some(push) = push {
             self.roster_push(user, ver, push);
@@ -133,8 +141,15 @@ impl Router {
             Err(e) => return tracing::warn!(error = %e, "roster write failed"),
         };
         let key = user.to_string();
-        if let Some(a) = self.shard(&key).get_mut(&key) {
-            a.roster.remove(&contact.to_string());
+        let online = match self.shard(&key).get_mut(&key) {
+            Some(a) => {
+                a.roster.remove(&contact.to_string());
+                true
+            }
+            None => false,
+        };
+        if online {
+            self.set_interest(&key, &contact.to_string(), false);
         }
         if let (Some(ver), true) = (ver, visible) {
             self.roster_push(user, ver, RosterItem::removed_element(&contact.to_string()));

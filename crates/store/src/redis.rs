@@ -134,7 +134,7 @@ impl Scripts {
 /// A single server or a cluster.
 enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// One connection of either kind.
@@ -274,7 +274,7 @@ impl RedisStore {
                 .connection_timeout(IO_TIMEOUT)
                 .response_timeout(IO_TIMEOUT)
                 .build()
-                .map(Client::Cluster)
+                .map(|c| Client::Cluster(Box::new(c)))
         } else {
             redis::Client::open(urls[0].as_str()).map(Client::Single)
         }

@@ -12,12 +12,11 @@ use starling_store::redis::DEFAULT_PREFIX;
 use starling_store::{
     AccountStore, DocumentStore, EmbeddedStore, OfflineStore, RedisStore, RosterStore, Store, StoreError,
 };
-use starling_testkit::{free_port, require, RedisServer};
+use starling_testkit::{free_port, require, RedisCluster, RedisServer};
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::sasl::{ScramCredentials, ScramHash};
 use starling_xmpp::subscription::Subscription;
 use starling_xmpp::BareJid;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -407,49 +406,7 @@ fn redis_unreachable_server_is_a_backend_error() {
 // ---------------------------------------------------------------------------------------------
 // A real three-node Redis Cluster.
 
-struct Cluster {
-    nodes: Vec<RedisServer>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        require("redis-cli");
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true, |_| None)).collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cluster = Cluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for node in &cluster.nodes {
-            let mut c = connection(node);
-            loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster not ok after 60 s:\n{info}\n{}", node.log());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        cluster
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect()
-    }
-}
+type Cluster = RedisCluster;
 
 #[test]
 fn redis_cluster_conformance() {

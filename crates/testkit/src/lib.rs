@@ -127,3 +127,119 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// `redis-cli -p <port> <args>`: its stdout, trimmed. Panics if it cannot run.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A real Redis Cluster of three masters (no replicas) on loopback, built with
+/// `redis-cli --cluster create`; every node is killed on drop.
+pub struct RedisCluster {
+    /// The masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Start three nodes and join them; returns once every node reports `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        require("redis-cli");
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true, |_| None)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &cluster.nodes {
+            loop {
+                let info = redis_cli(node.port, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok after 60 s:\n{info}\n{}", node.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect()
+    }
+
+    /// The cluster node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        redis_cli(self.nodes[i].port, &["CLUSTER", "MYID"])
+    }
+
+    /// The hash slot of `key` (or of a channel name).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        redis_cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key]).parse().expect("a slot number")
+    }
+
+    /// Which node serves `slot` now (by its own `CLUSTER NODES` view of node 0).
+    pub fn owner_of(&self, slot: u16) -> usize {
+        let nodes = redis_cli(self.nodes[0].port, &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let serves = fields.iter().skip(8).any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<u16>().is_ok_and(|s| s == slot),
+            });
+            if serves {
+                let port: u16 =
+                    fields[1].split([':', '@']).nth(1).and_then(|p| p.parse().ok()).expect("a port");
+                return self.nodes.iter().position(|n| n.port == port).expect("a known node");
+            }
+        }
+        panic!("nobody serves slot {slot}:\n{nodes}");
+    }
+
+    /// Migrate `slot` with its keys to node `to`, the way `redis-cli --cluster reshard` does:
+    /// IMPORTING/MIGRATING, MIGRATE every key, then SETSLOT NODE on every master.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let from = self.owner_of(slot);
+        assert_ne!(from, to, "slot {slot} is already on node {to}");
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let s = slot.to_string();
+        let (fp, tp) = (self.nodes[from].port, self.nodes[to].port);
+        assert_eq!(redis_cli(tp, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]), "OK");
+        assert_eq!(redis_cli(fp, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]), "OK");
+        loop {
+            let keys = redis_cli(fp, &["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let tp_s = tp.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", tp_s.as_str(), "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            assert_eq!(redis_cli(fp, &args), "OK");
+        }
+        for n in &self.nodes {
+            assert_eq!(redis_cli(n.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK");
+        }
+        assert_eq!(self.owner_of(slot), to);
+    }
+}
