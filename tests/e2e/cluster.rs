@@ -252,15 +252,19 @@ fn subscription(kind: &str, to: &str) -> Element {
     Element::new("presence", ns::CLIENT).with_attr("type", kind).with_attr("to", to)
 }
 
-fn is_presence_from(e: &Element, from_prefix: &str, kind: Option<&str>) -> bool {
-    e.name == "presence"
-        && e.attr("from").is_some_and(|f| f.starts_with(from_prefix))
-        && e.attr("type") == kind
+/// A presence of `kind` from `from` (a full JID exactly, or any resource of a bare JID).
+fn is_presence_from(e: &Element, from: &str, kind: Option<&str>) -> bool {
+    let matches = |f: &str| f == from || (!from.contains('/') && f.starts_with(&format!("{from}/")));
+    e.name == "presence" && e.attr("from").is_some_and(matches) && e.attr("type") == kind
+}
+
+fn status_is(e: &Element, status: &str) -> bool {
+    e.get_child("status", ns::CLIENT).map(|s| s.text()).as_deref() == Some(status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start_durable();
     let grpc: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port(false))).collect();
     let seeds = &grpc[..3];
     let mut routers = Vec::new();
@@ -324,6 +328,25 @@ async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
     b.message(&a_full, "hello back").await?;
     a.expect_message("hello back").await?;
     eprintln!("alice home {alice_home}, bob home {bob_home}, leader {leader}");
+
+    // Bob logs in a second resource through the other edge: his home router answers the
+    // login with the presence of alice, homed elsewhere, from the bus's last-presence cache.
+    let mut b2 = edges[0].login(bob_local, "b2").await?;
+    b2.presence().await?;
+    b2.wait_for("alice's presence at login", |e| is_presence_from(e, &a_full, None)).await?;
+    b2.send("</stream:stream>").await?;
+    a.wait_for("b2 leaving", |e| is_presence_from(e, &format!("{bob}/b2"), Some("unavailable"))).await?;
+
+    // Redis restarts under the cluster: presence degrades while it is away and repairs itself
+    // (resubscribe, republish); a change made meanwhile reaches the contact.
+    redis.restart();
+    a.send("<presence><status>after the Redis restart</status></presence>").await?;
+    b.wait_for("alice's change across the Redis restart", |e| {
+        is_presence_from(e, &a_full, None) && status_is(e, "after the Redis restart")
+    })
+    .await?;
+    a.message(&b_full, "messages never needed Redis").await?;
+    b.expect_message("messages never needed Redis").await?;
 
     // SIGKILL bob's home: the leader marks it down and gives its slots to the others; bob's
     // edge re-registers him with the new owner; messages flow again.

@@ -69,6 +69,9 @@ struct State {
     channels: HashSet<String>,
     /// Local last presences: channel → resource → message payload (without the node id).
     published: HashMap<String, HashMap<String, Vec<u8>>>,
+    /// Unavailable presences not yet published (Redis was down): sent after reconnecting, so
+    /// other routers learn who left meanwhile. (channel, resource) → payload.
+    departed: HashMap<(String, String), Vec<u8>>,
 }
 
 /// The Redis presence bus. Cheap to share behind an `Arc`.
@@ -168,12 +171,17 @@ impl PresenceBus for RedisBus {
         let payload = presence.to_bytes();
         {
             let mut st = lock(&self.state);
+            let key = (channel.clone(), resource.clone());
             if available {
+                st.departed.remove(&key);
                 st.published.entry(channel.clone()).or_default().insert(resource.clone(), payload.clone());
-            } else if let Some(r) = st.published.get_mut(&channel) {
-                r.remove(&resource);
-                if r.is_empty() {
-                    st.published.remove(&channel);
+            } else {
+                st.departed.insert(key, payload.clone());
+                if let Some(r) = st.published.get_mut(&channel) {
+                    r.remove(&resource);
+                    if r.is_empty() {
+                        st.published.remove(&channel);
+                    }
                 }
             }
         }
@@ -195,7 +203,10 @@ impl PresenceBus for RedisBus {
     }
 
     fn forget(&self, bare: &str) {
-        lock(&self.state).published.remove(&self.channel(bare));
+        let channel = self.channel(bare);
+        let mut st = lock(&self.state);
+        st.published.remove(&channel);
+        st.departed.retain(|(c, _), _| *c != channel);
     }
 
     fn current(&self, contacts: Vec<String>) -> BoxFuture<'_, Vec<Element>> {
@@ -293,7 +304,7 @@ async fn run(
     loop {
         match connect(&target).await {
             Ok((mut conn, mut pushes)) => {
-                match resync(&mut conn, &state, ttl).await {
+                match resync(&cfg, &mut conn, &state, &out, ttl).await {
                     Ok(n) => {
                         gauge_up(true);
                         backoff = Duration::from_millis(100);
@@ -329,13 +340,45 @@ async fn run(
     }
 }
 
-/// Subscribe to every channel of interest and republish every local last presence.
-async fn resync(conn: &mut Conn, state: &Mutex<State>, ttl: Duration) -> RedisResult<usize> {
+/// After (re)connecting: subscribe to every channel of interest, then publish every local
+/// presence again — the departures first, then the current ones, on the channels and in the
+/// cache — so that routers which missed changes while Redis was away catch up.
+///
+/// Then read the last presences of every watched channel and deliver them: a change another
+/// router republished before this one subscribed again is in the cache (it writes the cache
+/// before it publishes, and this router reads after it subscribed), so no change is missed.
+async fn resync(
+    cfg: &BusConfig,
+    conn: &mut Conn,
+    state: &Mutex<State>,
+    out: &mpsc::UnboundedSender<Element>,
+    ttl: Duration,
+) -> RedisResult<usize> {
     let channels: Vec<String> = lock(state).channels.iter().cloned().collect();
     for c in &channels {
         conn.subscribe(c).await?;
     }
+    let departed: Vec<((String, String), Vec<u8>)> =
+        lock(state).departed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for ((channel, resource), payload) in departed {
+        conn.query::<i64>(redis::cmd("HDEL").arg(&channel).arg(&resource)).await?;
+        conn.publish(&channel, &message(cfg, &payload)).await?;
+        lock(state).departed.remove(&(channel, resource));
+    }
     refresh(conn, state, ttl).await?;
+    let current: Vec<(String, Vec<u8>)> = lock(state)
+        .published
+        .iter()
+        .flat_map(|(c, r)| r.values().map(move |p| (c.clone(), p.clone())))
+        .collect();
+    for (channel, payload) in current {
+        conn.publish(&channel, &message(cfg, &payload)).await?;
+    }
+    for c in &channels {
+        for p in read_last(conn, c).await? {
+            let _ = out.send(p);
+        }
+    }
     starling_telemetry::metrics().redis_subscriptions.set(channels.len() as i64);
     Ok(channels.len())
 }
@@ -369,7 +412,7 @@ async fn serve(
     loop {
         let result = tokio::select! {
             op = ops.recv() => match op {
-                Some(op) => apply(cfg, conn, op, ttl).await,
+                Some(op) => apply(cfg, conn, state, op, ttl).await,
                 None => return,
             },
             push = pushes.recv() => match push {
@@ -395,7 +438,26 @@ async fn serve(
     }
 }
 
-async fn apply(cfg: &BusConfig, conn: &mut Conn, op: Op, ttl: Duration) -> RedisResult<()> {
+/// The last presences cached under `key`.
+async fn read_last(conn: &mut Conn, key: &str) -> RedisResult<Vec<Element>> {
+    let fields: HashMap<String, Vec<u8>> = conn.query(redis::cmd("HGETALL").arg(key)).await?;
+    Ok(fields.values().filter_map(|b| starling_xmpp::session::parse_stored_stanza(b).ok()).collect())
+}
+
+/// A bus message: the publishing router's id, then the stanza.
+fn message(cfg: &BusConfig, payload: &[u8]) -> Vec<u8> {
+    let mut m = cfg.node_id.to_be_bytes().to_vec();
+    m.extend_from_slice(payload);
+    m
+}
+
+async fn apply(
+    cfg: &BusConfig,
+    conn: &mut Conn,
+    state: &Mutex<State>,
+    op: Op,
+    ttl: Duration,
+) -> RedisResult<()> {
     match op {
         Op::Subscribe(c) => conn.subscribe(&c).await,
         Op::Unsubscribe(c) => conn.unsubscribe(&c).await,
@@ -406,18 +468,18 @@ async fn apply(cfg: &BusConfig, conn: &mut Conn, op: Op, ttl: Duration) -> Redis
             } else {
                 conn.query::<i64>(redis::cmd("HDEL").arg(&channel).arg(&resource)).await?;
             }
-            let mut message = cfg.node_id.to_be_bytes().to_vec();
-            message.extend_from_slice(&payload);
-            conn.publish(&channel, &message).await
+            conn.publish(&channel, &message(cfg, &payload)).await?;
+            if !available {
+                lock(state).departed.remove(&(channel, resource));
+            }
+            Ok(())
         }
         Op::Read(keys, reply) => {
             let mut found = Vec::new();
             let mut failed = None;
             for key in keys {
-                match conn.query::<HashMap<String, Vec<u8>>>(redis::cmd("HGETALL").arg(&key)).await {
-                    Ok(fields) => found.extend(
-                        fields.values().filter_map(|b| starling_xmpp::session::parse_stored_stanza(b).ok()),
-                    ),
+                match read_last(conn, &key).await {
+                    Ok(p) => found.extend(p),
                     Err(e) => {
                         failed = Some(e);
                         break;

@@ -233,7 +233,8 @@ impl Default for StoreConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster. 0 = take it from the host name's trailing number
-    /// (a Kubernetes StatefulSet ordinal: `starling-router-0` is node 1, `-1` node 2, …).
+    /// (a Kubernetes StatefulSet ordinal: `starling-router-0` is node 1, `-1` node 2, …); an
+    /// edge takes a hash of its host name instead (a Deployment pod's name is unique).
     pub node_id: u64,
     /// The router's gRPC address (Raft, registry, links). Edges dial routers; they listen on none.
     pub listen: String,
@@ -267,6 +268,9 @@ pub struct ClusterConfig {
     /// On SIGTERM, how long a router waits for its slots to move away and an edge for its
     /// clients to close, before exiting anyway.
     pub drain_timeout_secs: u64,
+    /// Lifetime of a router's last-presence entries in Redis unless it refreshes them (it does,
+    /// every third of it); what remains of a router that died without cleaning up.
+    pub presence_ttl_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -287,17 +291,23 @@ impl Default for ClusterConfig {
             router_queue: 65_536,
             edge_queue: 65_536,
             drain_timeout_secs: 10,
+            presence_ttl_secs: 60,
         }
     }
 }
 
 impl ClusterConfig {
-    /// The node id: configured, or from `hostname`'s trailing ordinal.
-    pub fn resolve_node_id(&self, hostname: &str) -> Result<u64, ConfigError> {
+    /// The node id: configured, or derived from `hostname`: an edge (`edge`) takes
+    /// [`hashed_node_id`] (a Deployment pod's name is unique but has no ordinal), a router the
+    /// name's trailing StatefulSet ordinal.
+    pub fn resolve_node_id(&self, hostname: &str, edge: bool) -> Result<u64, ConfigError> {
         if self.node_id != 0 {
             return Ok(self.node_id);
         }
-        ordinal_node_id(hostname).ok_or_else(|| {
+        if edge && !hostname.trim().is_empty() {
+            return Ok(hashed_node_id(hostname));
+        }
+        ordinal_node_id(hostname).filter(|_| !edge).ok_or_else(|| {
             ConfigError::Invalid(format!(
                 "cluster.node_id is not set and the host name {hostname:?} ends in no ordinal (name-N)"
             ))
@@ -315,6 +325,17 @@ impl ClusterConfig {
         }
         Ok(addr.clone())
     }
+}
+
+/// A node id from a host name without an ordinal (a Deployment pod's unique name): FNV-1a 64
+/// with the top bit set, so it never equals an ordinal-derived id.
+pub fn hashed_node_id(hostname: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in hostname.trim().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | (1 << 63)
 }
 
 /// `name-N` → N + 1 (StatefulSet pod `starling-router-0` is node 1).
@@ -482,11 +503,15 @@ mod tests {
         .unwrap()
         .cluster;
         assert_eq!(c.seeds, vec!["a:1", "b:2"]);
-        assert_eq!(c.resolve_node_id("starling-router-2").unwrap(), 3);
-        assert!(c.resolve_node_id("laptop").is_err());
+        assert_eq!(c.resolve_node_id("starling-router-2", false).unwrap(), 3);
+        assert!(c.resolve_node_id("laptop", false).is_err(), "a router needs an ordinal");
+        let edge = c.resolve_node_id("chat-starling-edge-7d9f8b6c5-x2kzq", true).unwrap();
+        assert!(edge >= 1 << 63, "hashed ids stay clear of ordinals");
+        assert_eq!(edge, hashed_node_id("chat-starling-edge-7d9f8b6c5-x2kzq\n"), "stable");
+        assert_ne!(edge, hashed_node_id("chat-starling-edge-7d9f8b6c5-abcde"));
         assert!(c.advertised().is_err(), "a wildcard is not dialable");
         let c = ClusterConfig { advertise: "r1.svc:7400".into(), node_id: 7, ..c };
         assert_eq!(c.advertised().unwrap(), "r1.svc:7400");
-        assert_eq!(c.resolve_node_id("laptop").unwrap(), 7);
+        assert_eq!(c.resolve_node_id("laptop", false).unwrap(), 7);
     }
 }

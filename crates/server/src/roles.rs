@@ -15,10 +15,11 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use starling_cluster::{ClusterPeers, EdgeHost, LinkLimits, RouterLinks};
 use starling_edge::Edge;
+use starling_presence::{BusConfig, RedisBus};
 use starling_registry::{
     AdminOp, ClusterView, MemberRole, NodeConfig, RegistryClient, RegistryNode, StartMode,
 };
-use starling_router::Router;
+use starling_router::{LocalBus, PresenceBus, Router};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +36,8 @@ fn hostname() -> String {
         .to_owned()
 }
 
-fn node_id(cfg: &Config) -> Result<u64, ConfigError> {
-    cfg.cluster.resolve_node_id(&hostname())
+fn node_id(cfg: &Config, role: MemberRole) -> Result<u64, ConfigError> {
+    cfg.cluster.resolve_node_id(&hostname(), role == MemberRole::Edge)
 }
 
 fn limits(cfg: &Config) -> LinkLimits {
@@ -51,7 +52,7 @@ fn view_ready(view: &ClusterView) -> bool {
 /// `starling router`: run until SIGTERM, then hand this router's slots to the others.
 pub async fn router(cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
-    let id = node_id(&cfg)?;
+    let id = node_id(&cfg, MemberRole::Router)?;
     let addr = cfg.cluster.advertised()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = crate::users::open_store(&cfg)?;
@@ -70,10 +71,31 @@ pub async fn router(cfg: Config) -> anyhow::Result<()> {
     let view = node.view();
 
     let peers = ClusterPeers::new(id, view.clone(), limits(&cfg));
-    let router = Arc::new(Router::with_peers(router_config(&cfg), store, peers.clone()));
+    // Presence travels between routers over Redis when the store is there too; a router on
+    // the embedded store is alone and delivers everything itself.
+    let (bus, inbox): (Arc<dyn PresenceBus>, _) = if cfg.store.backend == "redis" {
+        let (bus, inbox) = RedisBus::start(BusConfig {
+            urls: cfg.store.redis_urls.clone(),
+            prefix: cfg.store.key_prefix.clone(),
+            node_id: id,
+            ttl: Duration::from_secs(c.presence_ttl_secs),
+        })?;
+        (bus, Some(inbox))
+    } else {
+        (Arc::new(LocalBus), None)
+    };
+    let router = Arc::new(Router::with_bus(router_config(&cfg), store, peers.clone(), bus));
     let links = RouterLinks::new(id, router.clone(), peers, limits(&cfg));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(links.clone().watch_slots())];
+    if let Some(mut inbox) = inbox {
+        let r = router.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(presence) = inbox.recv().await {
+                r.on_bus_presence(presence);
+            }
+        }));
+    }
     starling_telemetry::metrics().build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), "router"]).set(1);
 
     let joined = Arc::new(AtomicBool::new(false));
@@ -135,7 +157,7 @@ pub async fn router(cfg: Config) -> anyhow::Result<()> {
 /// `starling edge`: run until SIGTERM, then close every client stream with `<system-shutdown/>`.
 pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
-    let id = node_id(&cfg)?;
+    let id = node_id(&cfg, MemberRole::Edge)?;
     if cfg.cluster.seeds.is_empty() {
         bail!("an edge needs cluster.seeds: the routers to watch the registry through");
     }

@@ -42,12 +42,43 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Whether it keeps an append-only file (data survives [`RedisServer::restart`]).
+    durable: bool,
 }
 
 impl RedisServer {
     /// A single server on a free port.
     pub fn start() -> RedisServer {
         Self::start_with(false, |_| None)
+    }
+
+    /// A single server whose data survives [`RedisServer::restart`] (append-only file, fsync
+    /// on every write).
+    pub fn start_durable() -> RedisServer {
+        require("redis-server");
+        let mut dir = tempfile::tempdir().unwrap();
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::spawn_in(dir, free_port(false), false, true) {
+                Ok(s) => return s,
+                Err((d, log)) => {
+                    dir = d;
+                    last = log;
+                }
+            }
+        }
+        panic!("redis-server would not start; last log:\n{last}");
+    }
+
+    /// Kill the server (SIGKILL) and start it again on the same port and directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        match Self::spawn_in(dir, self.port, false, self.durable) {
+            Ok(s) => *self = s,
+            Err((_, log)) => panic!("redis-server did not come back on port {}:\n{log}", self.port),
+        }
     }
 
     /// Starts a server on a free port (or `port(attempt)`'s answer), retrying on another port if
@@ -67,9 +98,20 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, cluster: bool) -> Result<RedisServer, String> {
-        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(tempfile::tempdir().unwrap(), port, cluster, false).map_err(|(_, log)| log)
+    }
+
+    /// Start a server in `dir`; on failure the directory comes back with the log.
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        cluster: bool,
+        durable: bool,
+    ) -> Result<RedisServer, (tempfile::TempDir, String)> {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        cmd.args(["--save", "", "--bind", "127.0.0.1"])
+            .args(["--appendonly", if durable { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
             .args(["--port", &port.to_string()])
             .arg("--dir")
             .arg(dir.path())
@@ -82,20 +124,27 @@ impl RedisServer {
             cmd.args(["--cluster-node-timeout", "5000"]);
         }
         let child = cmd.spawn().expect("spawn redis-server");
-        let mut server = RedisServer { child, port, dir };
+        let mut server = RedisServer { child, port, dir, durable };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("exited with {status}:\n{}", server.log()));
+                let log = format!("exited with {status}:\n{}", server.log());
+                return Err((server.take_dir(), log));
             }
             if server.ping() {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                return Err(format!("not answering PING after 10 s:\n{}", server.log()));
+                let log = format!("not answering PING after 10 s:\n{}", server.log());
+                let _ = server.child.kill();
+                return Err((server.take_dir(), log));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn take_dir(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Whether the server answers `PING` now.
