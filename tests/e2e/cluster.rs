@@ -127,6 +127,29 @@ impl Node {
         }
     }
 
+    /// SIGTERM and wait (bounded) for the exit status.
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.as_ref().map(|c| c.id()).context("not running")?;
+        Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
+        self.wait_exit()
+    }
+
+    /// Wait (bounded by [`REPAIR`]) for the process to exit.
+    fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        let deadline = Instant::now() + REPAIR;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{} {} did not exit after SIGTERM", self.role, self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Run a CLI command with this node's configuration.
     fn cli(&self, args: &[&str]) -> Result<String> {
         let out = self.command().args(args).output()?;
@@ -279,7 +302,8 @@ async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
         e.spawn()?;
         edges.push(e);
     }
-    let admin = &edges[0];
+    // The CLI runs with an edge's configuration (Redis, seeds); this node is never started.
+    let admin = &Node::new("edge", 99, &redis, seeds, None)?;
     let st =
         wait_status("three active routers with balanced slots", admin, &grpc[0], |s| balanced(s, &[1, 2, 3]))
             .await?;
@@ -403,5 +427,36 @@ async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
     edges[1].kill();
     a.wait_for("bob's unavailable presence", |e| is_presence_from(e, &b_full, Some("unavailable"))).await?;
     drop(b);
+
+    // SIGTERM drains a router: it asks the leader to move its slots, waits until it owns none,
+    // and exits cleanly; nothing is left unowned.
+    let drained = *active.iter().find(|r| **r != alice_home).context("a router other than alice's")?;
+    let grpc_of = |id: u64| grpc[(id - 1) as usize].clone();
+    let keep: Vec<u64> = active.iter().copied().filter(|r| *r != drained).collect();
+    let via = grpc_of(keep[0]);
+    let node = routers.iter_mut().find(|r| r.id == drained).context("the drained router")?;
+    let code = node.terminate()?;
+    assert!(code.success(), "router {drained} exited with {code} after SIGTERM:\n{}", node.stderr());
+    let st = status(admin, &via)?;
+    assert_eq!(state_of(&st, drained), "draining", "{st}");
+    assert!(balanced(&st, &keep), "its slots moved before it exited: {st}");
+    wait_reachable(&mut a, &mut a2_probe(&edges[0], alice_local).await?, &format!("{alice}/probe")).await?;
+
+    // SIGTERM drains an edge: every client hears <system-shutdown/>, the process exits cleanly.
+    let code_task = tokio::task::spawn_blocking({
+        let pid = edges[0].child.as_ref().map(|c| c.id()).context("edge running")?;
+        move || Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
+    });
+    a.expect_stream_error("system-shutdown").await?;
+    code_task.await??;
+    let code = edges[0].wait_exit()?;
+    assert!(code.success(), "edge exited with {code}:\n{}", edges[0].stderr());
     Ok(())
+}
+
+/// A second session of `user` at `edge`, to check reachability of the account's home.
+async fn a2_probe(edge: &Node, user: &str) -> Result<Client> {
+    let mut c = edge.login(user, "probe").await?;
+    c.presence().await?;
+    Ok(c)
 }
