@@ -460,3 +460,170 @@ async fn a2_probe(edge: &Node, user: &str) -> Result<Client> {
     c.presence().await?;
     Ok(c)
 }
+
+/// One span as the test's collector received it.
+#[derive(Clone, Debug)]
+struct SeenSpan {
+    service: String,
+    instance: String,
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    attrs: Vec<(String, String)>,
+}
+
+/// A minimal OTLP/gRPC trace collector: keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<SeenSpan>>>,
+}
+
+mod otlp {
+    pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    pub use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    pub use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    pub use opentelemetry_proto::tonic::common::v1::KeyValue;
+}
+
+fn text_of(kv: &otlp::KeyValue) -> String {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(otlp::Value::StringValue(s)) => s.clone(),
+        Some(otlp::Value::IntValue(i)) => i.to_string(),
+        Some(otlp::Value::BoolValue(b)) => b.to_string(),
+        Some(otlp::Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl otlp::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<otlp::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<otlp::ExportTraceServiceResponse>, tonic::Status> {
+        let mut seen = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        for rs in request.into_inner().resource_spans {
+            let attr = |key: &str| {
+                rs.resource.as_ref().and_then(|r| r.attributes.iter().find(|a| a.key == key)).map(text_of)
+            };
+            let (service, instance) =
+                (attr("service.name").unwrap_or_default(), attr("service.instance.id").unwrap_or_default());
+            for span in rs.scope_spans.iter().flat_map(|s| s.spans.iter()) {
+                seen.push(SeenSpan {
+                    service: service.clone(),
+                    instance: instance.clone(),
+                    name: span.name.clone(),
+                    trace: span.trace_id.clone(),
+                    id: span.span_id.clone(),
+                    parent: span.parent_span_id.clone(),
+                    attrs: span.attributes.iter().map(|a| (a.key.clone(), text_of(a))).collect(),
+                });
+            }
+        }
+        Ok(tonic::Response::new(otlp::ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_is_one_trace_across_the_cluster() -> Result<()> {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let svc = otlp::TraceServiceServer::new(collector.clone());
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+
+    let redis = RedisServer::start();
+    let grpc: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port(false))).collect();
+    let traced = |mut n: Node| {
+        n.env.push(("STARLING_TRACING__OTLP_ENDPOINT".into(), endpoint.clone()));
+        n.env.push(("STARLING_TRACING__SAMPLE_RATIO".into(), "1.0".into()));
+        // Export within a fraction of a second instead of the SDK's default 5 s.
+        n.env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
+        n
+    };
+    let mut nodes = Vec::new();
+    for (i, addr) in grpc.iter().enumerate() {
+        nodes.push(traced(Node::new("router", i as u64 + 1, &redis, &grpc, Some(addr))?));
+    }
+    for id in [11, 12] {
+        nodes.push(traced(Node::new("edge", id, &redis, &grpc, None)?));
+    }
+    for n in &mut nodes {
+        n.spawn()?;
+    }
+    let admin = &Node::new("edge", 99, &redis, &grpc, None)?;
+    wait_status("two routers with balanced slots", admin, &grpc[0], |s| balanced(s, &[1, 2])).await?;
+    for e in &nodes[2..] {
+        let deadline = Instant::now() + REPAIR;
+        while !e.ready().await {
+            assert!(Instant::now() < deadline, "edge {} never ready", e.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut homes = Vec::new();
+    for i in 0..40 {
+        let u = format!("t{i}@localhost");
+        homes.push((home(admin, &grpc[0], &u)?, u));
+    }
+    let (h1, alice) = homes.iter().find(|(h, _)| *h == 1).cloned().context("a user on router 1")?;
+    let (h2, bob) = homes.iter().find(|(h, _)| *h == 2).cloned().context("a user on router 2")?;
+    for u in [&alice, &bob] {
+        let local = u.split('@').next().unwrap_or_default();
+        admin.cli(&["user", "add", u, "--password", &format!("{local}-pw")])?;
+    }
+    let mut a = nodes[2].login(alice.split('@').next().unwrap_or_default(), "a").await?;
+    let mut b = nodes[3].login(bob.split('@').next().unwrap_or_default(), "b").await?;
+    a.message(&format!("{bob}/b"), "traced").await?;
+    b.expect_message("traced").await?;
+
+    // The message's trip: edge 11 → router 1 → router 2 → edge 12, one trace, each span the
+    // child of the previous hop's.
+    let deadline = Instant::now() + REPAIR;
+    let chain = loop {
+        let spans = collector.spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let start = spans.iter().find(|s| {
+            s.name == "edge.receive" && s.attrs.iter().any(|(k, v)| k == "stanza" && v == "message")
+        });
+        if let Some(start) = start {
+            let in_trace: Vec<&SeenSpan> = spans.iter().filter(|s| s.trace == start.trace).collect();
+            let child_of = |parent: &SeenSpan, name: &str| {
+                in_trace.iter().find(|s| s.name == name && s.parent == parent.id).map(|s| (*s).clone())
+            };
+            let route = child_of(start, "router.route");
+            let deliver = route.as_ref().and_then(|r| child_of(r, "router.deliver"));
+            let out = deliver.as_ref().and_then(|d| child_of(d, "edge.deliver"));
+            if let (Some(route), Some(deliver), Some(out)) = (route, deliver, out) {
+                break vec![start.clone(), route, deliver, out];
+            }
+        }
+        if Instant::now() > deadline {
+            let names: Vec<(String, String, String)> =
+                spans.iter().map(|s| (s.service.clone(), s.instance.clone(), s.name.clone())).collect();
+            bail!("no connected trace of the message; spans seen: {names:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let hops: Vec<(&str, &str)> = chain.iter().map(|s| (s.service.as_str(), s.instance.as_str())).collect();
+    let (r1, r2) = (h1.to_string(), h2.to_string());
+    assert_eq!(
+        hops,
+        vec![
+            ("starling-edge", "11"),
+            ("starling-router", r1.as_str()),
+            ("starling-router", r2.as_str()),
+            ("starling-edge", "12")
+        ],
+        "one trace across four processes"
+    );
+    Ok(())
+}

@@ -305,6 +305,7 @@ impl Shared {
                 if env.entered_us != 0 {
                     crate::metrics::routed(envelope::now_us().saturating_sub(env.entered_us));
                 }
+                let _span = envelope::span(envelope::Hop::EdgeDeliver, &env).entered();
                 if let Some(sink) = sink {
                     sink.deliver(ToClient::Raw(env.stanza));
                 }
@@ -407,7 +408,12 @@ impl SessionHost for EdgeHost {
             (s.router, s.epoch, s.sink.clone())
         };
         let (router, epoch, sink) = target;
-        let mut env = envelope::wrap(&stanza);
+        // The first span of the stanza's trip; the envelope carries its context on.
+        let span = tracing::info_span!(target: starling_telemetry::trace::TARGET, "edge.receive", stanza = %stanza.name);
+        let mut env = {
+            let _in = span.enter();
+            envelope::wrap(&stanza)
+        };
         env.session = sid;
         env.epoch = epoch;
         let sent = match shared.link(router) {

@@ -5,7 +5,8 @@
 //! stream would otherwise lose the stream's default namespace). Forwarders read the fields;
 //! only the node that processes the stanza parses the bytes.
 
-use starling_rpc::link::{Envelope, StanzaKind as WireKind};
+use starling_rpc::link::{Envelope, StanzaKind as WireKind, TraceContext};
+use starling_telemetry::trace::{adopt, current_context, TARGET};
 use starling_xml::{Element, XmlError};
 use starling_xmpp::stanza::{kind_of, StanzaKind};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,8 +37,34 @@ pub fn wrap_bytes(stanza: &Element, bytes: Vec<u8>) -> Envelope {
         id: stanza.attr("id").unwrap_or_default().to_owned(),
         stanza: bytes,
         entered_us: now_us(),
+        // The span this stanza travels in, so the next node continues the same trace.
+        trace: current_context().map(|(traceparent, tracestate)| TraceContext { traceparent, tracestate }),
         ..Envelope::default()
     }
+}
+
+/// A hop of a stanza's trip, for its span.
+#[derive(Clone, Copy, Debug)]
+pub enum Hop {
+    /// The sender's router applies outbound rules and routes it.
+    RouterRoute,
+    /// The recipient's router applies inbound rules (§8.5) and delivers it.
+    RouterDeliver,
+    /// The recipient's edge writes it to the client.
+    EdgeDeliver,
+}
+
+/// The span of one hop, a child of the span the envelope was sent from (if any).
+pub fn span(hop: Hop, env: &Envelope) -> tracing::Span {
+    let span = match hop {
+        Hop::RouterRoute => tracing::info_span!(target: TARGET, "router.route", kind = env.kind),
+        Hop::RouterDeliver => tracing::info_span!(target: TARGET, "router.deliver", kind = env.kind),
+        Hop::EdgeDeliver => tracing::info_span!(target: TARGET, "edge.deliver", kind = env.kind),
+    };
+    if let Some(t) = &env.trace {
+        adopt(&span, &t.traceparent, &t.tracestate);
+    }
+    span
 }
 
 /// The stanza inside an envelope. Bytes that do not parse as one stanza are refused: a peer

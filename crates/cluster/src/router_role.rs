@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 /// Router-to-router forwards allowed before a stanza is dropped: slot tables converge within a
 /// Raft round trip, so a stanza that keeps moving means the tables disagree.
@@ -278,7 +279,10 @@ impl RouterLinks {
             }
         }
         match envelope::open(&env) {
-            Ok(stanza) => self.router.handle_forwarded(to, stanza).await,
+            Ok(stanza) => {
+                let span = envelope::span(envelope::Hop::RouterDeliver, &env);
+                self.router.handle_forwarded(to, stanza).instrument(span).await
+            }
             Err(e) => tracing::warn!(error = %e, "unparsable stanza from a peer router"),
         }
     }
@@ -321,7 +325,10 @@ impl RouterLinks {
                     return tracing::debug!(session = env.session, "stanza for an unknown session dropped");
                 };
                 match envelope::open(&env) {
-                    Ok(stanza) => self.router.handle_from_client(jid, stanza).await,
+                    Ok(stanza) => {
+                        let span = envelope::span(envelope::Hop::RouterRoute, &env);
+                        self.router.handle_from_client(jid, stanza).instrument(span).await
+                    }
                     Err(e) => tracing::warn!(error = %e, "unparsable stanza from an edge"),
                 }
             }

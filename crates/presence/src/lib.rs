@@ -72,6 +72,9 @@ struct State {
     /// Unavailable presences not yet published (Redis was down): sent after reconnecting, so
     /// other routers learn who left meanwhile. (channel, resource) → payload.
     departed: HashMap<(String, String), Vec<u8>>,
+    /// Channels to subscribe to again: the server dropped them (a slot migrated) or a
+    /// subscription failed (the cluster's slot map was stale). Retried every 200 ms.
+    resubscribe: HashSet<String>,
 }
 
 /// The Redis presence bus. Cheap to share behind an `Arc`.
@@ -409,6 +412,8 @@ async fn serve(
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut retry = tokio::time::interval(Duration::from_millis(200));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
             op = ops.recv() => match op {
@@ -416,9 +421,10 @@ async fn serve(
                 None => return,
             },
             push = pushes.recv() => match push {
-                Some(p) => on_push(cfg, conn, state, out, p).await,
+                Some(p) => on_push(cfg, state, out, p),
                 None => return,
             },
+            _ = retry.tick() => resubscribe(conn, state).await,
             _ = tick.tick() => {
                 let pong = conn.query::<String>(&redis::cmd("PING")).await.map(|_| ());
                 match pong {
@@ -436,6 +442,23 @@ async fn serve(
             }
         }
     }
+}
+
+/// Subscribe again to the channels the server dropped or a subscription failed for.
+async fn resubscribe(conn: &mut Conn, state: &Mutex<State>) -> RedisResult<()> {
+    let pending: Vec<String> = {
+        let mut st = lock(state);
+        let dropped = std::mem::take(&mut st.resubscribe);
+        dropped.into_iter().filter(|c| st.channels.contains(c)).collect()
+    };
+    for (i, ch) in pending.iter().enumerate() {
+        if let Err(e) = conn.subscribe(ch).await {
+            lock(state).resubscribe.extend(pending[i..].iter().cloned());
+            return Err(e);
+        }
+        tracing::info!(channel = %ch, "presence bus: subscribed again");
+    }
+    Ok(())
 }
 
 /// The last presences cached under `key`.
@@ -459,7 +482,13 @@ async fn apply(
     ttl: Duration,
 ) -> RedisResult<()> {
     match op {
-        Op::Subscribe(c) => conn.subscribe(&c).await,
+        Op::Subscribe(c) => {
+            let r = conn.subscribe(&c).await;
+            if r.is_err() {
+                lock(state).resubscribe.insert(c);
+            }
+            r
+        }
         Op::Unsubscribe(c) => conn.unsubscribe(&c).await,
         Op::Publish { channel, resource, payload, available } => {
             if available {
@@ -493,9 +522,8 @@ async fn apply(
 }
 
 /// A push from Redis: a message on a channel, or the server dropping a subscription.
-async fn on_push(
+fn on_push(
     cfg: &BusConfig,
-    conn: &mut Conn,
     state: &Mutex<State>,
     out: &mpsc::UnboundedSender<Element>,
     push: PushInfo,
@@ -524,9 +552,10 @@ async fn on_push(
         PushKind::SUnsubscribe | PushKind::Unsubscribe => {
             let Some(Value::BulkString(ch)) = push.data.first() else { return Ok(()) };
             let ch = String::from_utf8_lossy(ch).into_owned();
-            if lock(state).channels.contains(&ch) {
+            let mut st = lock(state);
+            if st.channels.contains(&ch) {
                 tracing::info!(channel = %ch, "presence bus: subscription dropped by the server; subscribing again");
-                conn.subscribe(&ch).await?;
+                st.resubscribe.insert(ch);
             }
             Ok(())
         }

@@ -41,6 +41,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The cluster roles (`starling router`, `starling edge`); unused by `serve`.
     pub cluster: ClusterConfig,
+    /// Distributed tracing (OpenTelemetry, OTLP).
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             store: StoreConfig::default(),
             cluster: ClusterConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -201,6 +204,23 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig { listen: "127.0.0.1:5280".into() }
+    }
+}
+
+/// `[tracing]`: OpenTelemetry traces of stanzas' trips, exported over OTLP/gRPC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/gRPC collector endpoint (`http://otel-collector:4317`). Empty: no tracing.
+    pub otlp_endpoint: String,
+    /// Fraction of stanzas whose trip is traced (0.0–1.0); a trip started on another node
+    /// follows that node's decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> TracingConfig {
+        TracingConfig { otlp_endpoint: String::new(), sample_ratio: 0.01 }
     }
 }
 
@@ -429,6 +449,9 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if c.down_after_ms <= c.liveness_interval_ms || c.liveness_interval_ms == 0 {
         return Err(ConfigError::Invalid("cluster: need 0 < liveness_interval_ms < down_after_ms".into()));
+    }
+    if !(0.0..=1.0).contains(&cfg.tracing.sample_ratio) {
+        return Err(ConfigError::Invalid("tracing.sample_ratio must be between 0 and 1".into()));
     }
     if c.max_voters == 0 {
         return Err(ConfigError::Invalid("cluster.max_voters must be at least 1".into()));

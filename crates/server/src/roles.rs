@@ -8,8 +8,8 @@
 
 use crate::config::{Config, ConfigError};
 use crate::serve::{
-    bind, edge_config, init_logging, load_tls, router_config, spawn_edge_listeners, spawn_http, stop,
-    wait_for_signal,
+    bind, edge_config, finish_tracing, init_logging, load_tls, router_config, spawn_edge_listeners,
+    spawn_http, stop, wait_for_signal,
 };
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -51,8 +51,8 @@ fn view_ready(view: &ClusterView) -> bool {
 
 /// `starling router`: run until SIGTERM, then hand this router's slots to the others.
 pub async fn router(cfg: Config) -> anyhow::Result<()> {
-    init_logging(&cfg);
     let id = node_id(&cfg, MemberRole::Router)?;
+    let tracing = init_logging(&cfg, "router", id);
     let addr = cfg.cluster.advertised()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = crate::users::open_store(&cfg)?;
@@ -151,13 +151,14 @@ pub async fn router(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     stop(tasks, Duration::ZERO, || 0).await;
     node.shutdown().await;
+    finish_tracing(tracing);
     Ok(())
 }
 
 /// `starling edge`: run until SIGTERM, then close every client stream with `<system-shutdown/>`.
 pub async fn edge(cfg: Config) -> anyhow::Result<()> {
-    init_logging(&cfg);
     let id = node_id(&cfg, MemberRole::Edge)?;
+    let tracing = init_logging(&cfg, "edge", id);
     if cfg.cluster.seeds.is_empty() {
         bail!("an edge needs cluster.seeds: the routers to watch the registry through");
     }
@@ -185,6 +186,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let grace = Duration::from_secs(cfg.cluster.drain_timeout_secs);
     stop(tasks, grace, || host.session_count()).await;
+    finish_tracing(tracing);
     Ok(())
 }
 

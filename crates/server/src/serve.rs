@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use anyhow::Context;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use starling_edge::{Edge, EdgeConfig, SessionHost};
 use starling_router::{Router, RouterConfig};
 use starling_xml::{Element, Limits};
@@ -51,11 +52,57 @@ impl SessionHost for LocalHost {
     }
 }
 
-pub(crate) fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cfg.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+/// Logs to stderr (text or JSON) and, when `[tracing] otlp_endpoint` is set, spans of stanzas'
+/// trips to an OTLP collector as `service.name` `starling-<role>`, instance `node`. The returned
+/// provider flushes the last spans when shut down. Call inside the runtime.
+pub(crate) fn init_logging(cfg: &Config, role: &str, node: u64) -> Option<SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let trace_target = starling_telemetry::trace::TARGET;
+    let filter = || {
+        let f = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // A stanza's spans are for the collector, never for the log.
+        f.add_directive(format!("{trace_target}=off").parse().unwrap_or_default())
+    };
+    let json = cfg.log.format == "json";
+    let text_layer =
+        (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()));
+    let json_layer = json
+        .then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter()));
+    let mut provider = None;
+    let otlp = if cfg.tracing.otlp_endpoint.is_empty() {
+        None
+    } else {
+        let settings = starling_telemetry::trace::OtlpSettings {
+            endpoint: cfg.tracing.otlp_endpoint.clone(),
+            service: format!("starling-{role}"),
+            instance: node.to_string(),
+            sample_ratio: cfg.tracing.sample_ratio,
+        };
+        match starling_telemetry::trace::otlp_layer(&settings) {
+            Ok((layer, p)) => {
+                provider = Some(p);
+                let only_trips = tracing_subscriber::filter::Targets::new()
+                    .with_target(trace_target, tracing::Level::INFO);
+                Some(layer.with_filter(only_trips))
+            }
+            Err(e) => {
+                eprintln!("starling: tracing disabled: {e}");
+                None
+            }
+        }
+    };
+    let _ = tracing_subscriber::registry().with(otlp).with(text_layer).with(json_layer).try_init();
+    provider
+}
+
+/// Flush and stop the span exporter, if any.
+pub(crate) fn finish_tracing(provider: Option<SdkTracerProvider>) {
+    if let Some(p) = provider {
+        let _ = p.shutdown();
+    }
 }
 
 pub(crate) async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -160,7 +207,7 @@ pub(crate) async fn stop(
 
 /// Run until SIGINT/SIGTERM, then close every stream with `<system-shutdown/>`.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    init_logging(&cfg);
+    let tracing = init_logging(&cfg, "serve", 1);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = crate::users::open_store(&cfg)?;
     let tls = load_tls(&cfg)?;
@@ -203,6 +250,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Connections close themselves with <system-shutdown/>; give them a bounded grace period.
     stop(tasks, Duration::from_secs(5), || router.session_count()).await;
     let _ = std::fs::remove_file(cfg.data_dir.join(crate::users::ADMIN_SOCKET));
+    finish_tracing(tracing);
     Ok(())
 }
 
