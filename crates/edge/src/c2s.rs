@@ -4,7 +4,7 @@
 //! The connection is a single task: it reads into the framer's buffer, handles every complete
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
-use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
+use crate::io::{random_id, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,7 +16,7 @@ use starling_xmpp::stanza::{error_reply, kind_of};
 use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -87,6 +87,11 @@ struct Client<H: SessionHost> {
     mechanism: &'static str,
     /// Connect time plus the handshake timeout.
     handshake_deadline: Instant,
+    /// When bytes last arrived from the client: the idle timeout counts from here.
+    last_received: Instant,
+    /// A write made no progress within the write timeout: the client stopped reading, so
+    /// nothing more is written to it (not even a stream error) and the connection is dropped.
+    write_stalled: bool,
 }
 
 /// Serve one client connection to its end.
@@ -115,6 +120,8 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         out: Vec::with_capacity(4096),
         mechanism: "",
         handshake_deadline,
+        last_received: Instant::now(),
+        write_stalled: false,
     };
     let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
     loop {
@@ -145,7 +152,9 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
             }
         }
     }
-    let _ = conn.shutdown().await;
+    if !client.write_stalled {
+        shutdown_within(&mut conn, client.edge.cfg.write_timeout).await;
+    }
     client.finish().await;
 }
 
@@ -169,8 +178,10 @@ impl<H: SessionHost> Client<H> {
                     }
                 }
             }
+            // Only bytes from the client push the idle deadline back: a session that is only
+            // written to (a flood of messages, presence noise) still idles out.
             let deadline = match self.phase {
-                Phase::Bound { .. } => Instant::now() + self.edge.cfg.idle_timeout,
+                Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
                 _ => self.handshake_deadline,
             };
             if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
@@ -179,7 +190,7 @@ impl<H: SessionHost> Client<H> {
             tokio::select! {
                 r = conn.read_buf(self.parser.buffer_mut()) => match r {
                     Ok(0) | Err(_) => return Step::Close,
-                    Ok(_) => {}
+                    Ok(_) => self.last_received = Instant::now(),
                 },
                 item = recv(&mut self.rx) => {
                     if let Some(step) = self.write_queued(conn, item).await {
@@ -213,7 +224,7 @@ impl<H: SessionHost> Client<H> {
                 ToClient::Stanza(e) => e.write_to(&mut self.out, ns::CLIENT),
                 ToClient::Raw(bytes) => self.out.extend_from_slice(&bytes),
                 ToClient::Close(err) => {
-                    if !self.out.is_empty() && conn.write_all(&self.out).await.is_err() {
+                    if !self.out.is_empty() && self.flush_out(conn).await.is_err() {
                         return Some(Step::Close);
                     }
                     self.out.clear();
@@ -233,11 +244,24 @@ impl<H: SessionHost> Client<H> {
         None
     }
 
+    /// Write the output buffer, bounded by the write timeout.
     async fn flush_out(&mut self, conn: &mut Conn) -> std::io::Result<()> {
-        conn.write_all(&self.out).await?;
-        conn.flush().await?;
+        if self.write_stalled {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let r = write_all_within(conn, &self.out, self.edge.cfg.write_timeout).await;
         self.out.clear();
-        Ok(())
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                self.write_stalled = true;
+                tracing::info!(
+                    peer = %self.peer,
+                    timeout = ?self.edge.cfg.write_timeout,
+                    "client stopped reading; dropping the connection"
+                );
+            }
+        }
+        r
     }
 
     async fn send(&mut self, conn: &mut Conn, e: &Element) -> Option<Step> {
@@ -249,6 +273,9 @@ impl<H: SessionHost> Client<H> {
     /// Send a stream error (our header first if not yet sent) and the stream close.
     async fn stream_error(&mut self, conn: &mut Conn, err: StreamError) {
         self.out.clear();
+        if self.write_stalled {
+            return;
+        }
         if !self.header_sent {
             let from = if self.domain.is_empty() {
                 self.edge.cfg.domains.first().cloned().unwrap_or_default()

@@ -84,7 +84,11 @@ pub struct C2sConfig {
     /// Seconds from connect to a bound resource before the connection is dropped.
     pub handshake_timeout_secs: u64,
     /// Seconds without any received byte (whitespace keepalives count) before a session is closed.
+    /// Bytes written to the client do not count.
     pub idle_timeout_secs: u64,
+    /// Seconds one write to a client (or component) may make no progress before the connection
+    /// is dropped: a peer that stops reading cannot hold its session and queue forever.
+    pub write_timeout_secs: u64,
     /// Most simultaneous client and component connections.
     pub max_connections: usize,
     /// Stanzas queued towards one session before further ones are refused for it.
@@ -103,6 +107,7 @@ impl Default for C2sConfig {
             max_attributes: 64,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
+            write_timeout_secs: 30,
             max_connections: 100_000,
             session_queue: 4096,
         }
@@ -127,11 +132,14 @@ pub struct ComponentsConfig {
     pub listen: String,
     /// Component domain → shared secret, e.g. `"echo.localhost" = "s3cret"`.
     pub secrets: BTreeMap<String, String>,
+    /// Seconds without any received byte before an authenticated component is closed with
+    /// `<connection-timeout/>`. 0 (the default): a quiet component is never dropped.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ComponentsConfig {
     fn default() -> ComponentsConfig {
-        ComponentsConfig { listen: "127.0.0.1:5347".into(), secrets: BTreeMap::new() }
+        ComponentsConfig { listen: "127.0.0.1:5347".into(), secrets: BTreeMap::new(), idle_timeout_secs: 0 }
     }
 }
 

@@ -80,6 +80,11 @@ pub(crate) fn edge_config(cfg: &Config) -> EdgeConfig {
         },
         handshake_timeout: Duration::from_secs(cfg.c2s.handshake_timeout_secs),
         idle_timeout: Duration::from_secs(cfg.c2s.idle_timeout_secs),
+        write_timeout: Duration::from_secs(cfg.c2s.write_timeout_secs),
+        component_idle_timeout: match cfg.components.idle_timeout_secs {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
         auth_failures_per_minute: cfg.auth.failures_per_minute,
         max_connections: cfg.c2s.max_connections,
         session_queue: cfg.c2s.session_queue,
