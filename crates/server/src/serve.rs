@@ -187,18 +187,27 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // `serve` is ready once every listener is bound.
     let flag = ready.clone();
     spawn_http(&cfg, Arc::new(move || flag.load(Ordering::Acquire)), shutdown_rx.clone(), &mut tasks).await?;
-    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
+    // The admin socket exists before the client listeners are announced: `starling user …`
+    // right after start must reach this server, not try (and fail) to open its locked database.
     #[cfg(unix)]
     {
         let path = cfg.data_dir.join(crate::users::ADMIN_SOCKET);
-        let accounts: Arc<dyn starling_store::AccountStore> = store_for_admin;
-        let iterations = cfg.auth.scram_iterations;
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(&path, accounts, iterations).await {
-                tracing::warn!(error = %e, "admin socket unavailable");
+        match crate::admin::bind(&path) {
+            Ok(listener) => {
+                let accounts: Arc<dyn starling_store::AccountStore> = store_for_admin;
+                let iterations = cfg.auth.scram_iterations;
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = crate::admin::serve(listener, accounts, iterations).await {
+                        tracing::warn!(error = %e, "admin socket failed");
+                    }
+                }));
             }
-        }));
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable"),
+        }
     }
+    #[cfg(not(unix))]
+    drop(store_for_admin);
+    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(domains = ?cfg.domains, version = env!("CARGO_PKG_VERSION"), "starling serving");
 
