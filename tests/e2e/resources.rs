@@ -1,6 +1,6 @@
 //! Connections cannot hold resources forever: a client that stops reading is dropped after the
 //! write timeout, the idle timeout counts only what the client sends, and components are not
-//! subject to the clients' idle timeout.
+//! subject to the clients' idle timeout. Limits of zero are refused at start.
 
 use crate::support::*;
 use anyhow::{bail, Context, Result};
@@ -204,4 +204,31 @@ async fn a_component_idle_timeout_applies_when_configured() -> Result<()> {
         Event::Stanza(m) if m.name == "message" => Ok(()),
         other => bail!("expected alice's message, got {other:?}"),
     }
+}
+
+#[test]
+fn serve_refuses_obviously_wrong_values_at_start_naming_the_key() -> Result<()> {
+    for (var, key) in [
+        ("STARLING_C2S__WRITE_TIMEOUT_SECS", "c2s.write_timeout_secs"),
+        ("STARLING_C2S__IDLE_TIMEOUT_SECS", "c2s.idle_timeout_secs"),
+        ("STARLING_C2S__SESSION_QUEUE", "c2s.session_queue"),
+        ("STARLING_C2S__MAX_CONNECTIONS", "c2s.max_connections"),
+        ("STARLING_C2S__MAX_DEPTH", "c2s.max_depth"),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let out = std::process::Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("STARLING_DATA_DIR", format!("\"{}\"", dir.path().display()))
+            .env("STARLING_C2S__LISTEN", "127.0.0.1:0")
+            .env("STARLING_C2S__DIRECT_TLS_LISTEN", "127.0.0.1:0")
+            .env("STARLING_HTTP__LISTEN", "127.0.0.1:0")
+            .env(var, "0")
+            .output()?;
+        assert!(!out.status.success(), "{key} = 0 accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "{key}: something started");
+    }
+    Ok(())
 }
