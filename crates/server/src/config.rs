@@ -446,7 +446,7 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     // Zero here is never what anyone means: it would close every connection at once, refuse
     // every stanza or every connection, or make passwords unusable.
-    let at_least_one: [(&str, u64, &str); 11] = [
+    let at_least_one: [(&str, u64, &str); 12] = [
         ("c2s.handshake_timeout_secs", cfg.c2s.handshake_timeout_secs, "no client could ever log in"),
         ("c2s.idle_timeout_secs", cfg.c2s.idle_timeout_secs, "every session would be closed at once"),
         ("c2s.write_timeout_secs", cfg.c2s.write_timeout_secs, "every write would time out"),
@@ -466,6 +466,7 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "nothing could be sent between edges and routers",
         ),
         ("cluster.heartbeat_ms", cfg.cluster.heartbeat_ms, "Raft would spin"),
+        ("cluster.presence_ttl_secs", cfg.cluster.presence_ttl_secs, "last presences would expire at once"),
     ];
     for (key, value, why) in at_least_one {
         if value == 0 {
@@ -544,6 +545,7 @@ mod tests {
             "cluster.router_queue",
             "cluster.edge_queue",
             "cluster.heartbeat_ms",
+            "cluster.presence_ttl_secs",
         ] {
             let var = format!("STARLING_{}", key.to_ascii_uppercase().replace('.', "__"));
             let err = load(None, env(&[(&var, "0")])).expect_err(key).to_string();
