@@ -5,11 +5,16 @@
 //! - `cluster`: three routers, two edges and Redis as processes; kills, restarts, a join.
 //! - `flows`: login variants, messaging, offline delivery across a restart, components,
 //!   registration, shutdown, and the `user` CLI.
+//! - `persistence`: rosters, vCards and private XML across a restart; the `user` CLI against a
+//!   running server.
+//! - `resources`: write and idle timeouts for clients, idle behaviour of components.
 
 // Test code: an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
 mod flows;
+mod persistence;
+mod resources;
 mod streams;
 mod support;

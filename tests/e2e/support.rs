@@ -227,6 +227,16 @@ impl TestServer {
         c.bind(Some(resource)).await?;
         Ok(c)
     }
+
+    /// Like [`TestServer::login`] over a socket with a tiny receive buffer, for a client that
+    /// is going to stop reading: the server's writes stall after a few kilobytes.
+    pub async fn login_small_window(&self, user: &str, password: &str, resource: &str) -> Result<Client> {
+        let mut c = Client::connect_with(self.c2s, "127.0.0.1".parse()?, Some(4096)).await?;
+        c.starttls_and_open(&self.cert()).await?;
+        c.auth_scram(ScramHash::Sha256, user, password).await?;
+        c.bind(Some(resource)).await?;
+        Ok(c)
+    }
 }
 
 impl Drop for TestServer {
@@ -270,7 +280,19 @@ impl Client {
 
     /// Connect from a given loopback source address (limits are per address).
     pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<Client> {
+        Client::connect_with(addr, source, None).await
+    }
+
+    /// Connect from `source`, with the socket's receive buffer set to `rcvbuf` bytes if given.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        rcvbuf: Option<u32>,
+    ) -> Result<Client> {
         let sock = tokio::net::TcpSocket::new_v4()?;
+        if let Some(size) = rcvbuf {
+            sock.set_recv_buffer_size(size)?;
+        }
         sock.bind(SocketAddr::new(source, 0))?;
         let tcp = sock.connect(addr).await?;
         Ok(Client {
@@ -565,6 +587,27 @@ pub async fn http_get_at(addr: SocketAddr, path: &str) -> Result<(u16, String)> 
         text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad reply {text}"))?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// The `starling_sessions` gauge: bound client sessions right now.
+pub async fn session_count(server: &TestServer) -> Result<f64> {
+    let (_, text) = http_get(server, "/metrics").await?;
+    sample(&text, "starling_sessions").ok_or_else(|| anyhow!("no starling_sessions in /metrics"))
+}
+
+/// Wait until the `starling_sessions` gauge reads `n`, failing after `within`.
+pub async fn wait_for_sessions(server: &TestServer, n: f64, within: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = session_count(server).await?;
+        if now == n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("starling_sessions is {now}, expected {n} within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The value of one sample line (`name{labels} value`) in Prometheus text, if present.

@@ -4,7 +4,7 @@
 //! The connection is a single task: it reads into the framer's buffer, handles every complete
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
-use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
+use crate::io::{random_id, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,7 +16,7 @@ use starling_xmpp::stanza::{error_reply, kind_of};
 use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -87,6 +87,11 @@ struct Client<H: SessionHost> {
     mechanism: &'static str,
     /// Connect time plus the handshake timeout.
     handshake_deadline: Instant,
+    /// When bytes last arrived from the client: the idle timeout counts from here.
+    last_received: Instant,
+    /// A write made no progress within the write timeout: the client stopped reading, so
+    /// nothing more is written to it (not even a stream error) and the connection is dropped.
+    write_stalled: bool,
 }
 
 /// Serve one client connection to its end.
@@ -115,6 +120,8 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         out: Vec::with_capacity(4096),
         mechanism: "",
         handshake_deadline,
+        last_received: Instant::now(),
+        write_stalled: false,
     };
     let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
     loop {
@@ -145,7 +152,9 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
             }
         }
     }
-    let _ = conn.shutdown().await;
+    if !client.write_stalled {
+        shutdown_within(&mut conn, client.edge.cfg.write_timeout).await;
+    }
     client.finish().await;
 }
 
@@ -169,8 +178,10 @@ impl<H: SessionHost> Client<H> {
                     }
                 }
             }
+            // Only bytes from the client push the idle deadline back: a session that is only
+            // written to (a flood of messages, presence noise) still idles out.
             let deadline = match self.phase {
-                Phase::Bound { .. } => Instant::now() + self.edge.cfg.idle_timeout,
+                Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
                 _ => self.handshake_deadline,
             };
             if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
@@ -179,7 +190,7 @@ impl<H: SessionHost> Client<H> {
             tokio::select! {
                 r = conn.read_buf(self.parser.buffer_mut()) => match r {
                     Ok(0) | Err(_) => return Step::Close,
-                    Ok(_) => {}
+                    Ok(_) => self.last_received = Instant::now(),
                 },
                 item = recv(&mut self.rx) => {
                     if let Some(step) = self.write_queued(conn, item).await {
@@ -213,7 +224,7 @@ impl<H: SessionHost> Client<H> {
                 ToClient::Stanza(e) => e.write_to(&mut self.out, ns::CLIENT),
                 ToClient::Raw(bytes) => self.out.extend_from_slice(&bytes),
                 ToClient::Close(err) => {
-                    if !self.out.is_empty() && conn.write_all(&self.out).await.is_err() {
+                    if !self.out.is_empty() && self.flush_out(conn).await.is_err() {
                         return Some(Step::Close);
                     }
                     self.out.clear();
@@ -233,11 +244,24 @@ impl<H: SessionHost> Client<H> {
         None
     }
 
+    /// Write the output buffer, bounded by the write timeout.
     async fn flush_out(&mut self, conn: &mut Conn) -> std::io::Result<()> {
-        conn.write_all(&self.out).await?;
-        conn.flush().await?;
+        if self.write_stalled {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let r = write_all_within(conn, &self.out, self.edge.cfg.write_timeout).await;
         self.out.clear();
-        Ok(())
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                self.write_stalled = true;
+                tracing::info!(
+                    peer = %self.peer,
+                    timeout = ?self.edge.cfg.write_timeout,
+                    "client stopped reading; dropping the connection"
+                );
+            }
+        }
+        r
     }
 
     async fn send(&mut self, conn: &mut Conn, e: &Element) -> Option<Step> {
@@ -249,6 +273,9 @@ impl<H: SessionHost> Client<H> {
     /// Send a stream error (our header first if not yet sent) and the stream close.
     async fn stream_error(&mut self, conn: &mut Conn, err: StreamError) {
         self.out.clear();
+        if self.write_stalled {
+            return;
+        }
         if !self.header_sent {
             let from = if self.domain.is_empty() {
                 self.edge.cfg.domains.first().cloned().unwrap_or_default()
@@ -532,7 +559,15 @@ impl<H: SessionHost> Client<H> {
             let known = creds.and_then(|cs| cs.into_iter().find(|c| c.hash == hash));
             let (creds, account) = match known {
                 Some(c) => (c, account),
-                None => (ScramCredentials::decoy(hash, &first.username, &self.edge.decoy_secret), None),
+                None => (
+                    ScramCredentials::decoy_with_iterations(
+                        hash,
+                        &first.username,
+                        &self.edge.decoy_secret,
+                        self.edge.cfg.scram_iterations,
+                    ),
+                    None,
+                ),
             };
             let server_first = server.server_first(&creds);
             *slot = account;
@@ -562,24 +597,28 @@ impl<H: SessionHost> Client<H> {
             Ok(c) => c,
             Err(f) => return self.sasl_failure(conn, f).await,
         };
-        let Some(account) = self.account_for(&creds.authcid) else {
-            return self.sasl_failure(conn, SaslFailure::NotAuthorized).await;
-        };
-        if let Some(authz) = &creds.authzid {
-            if Jid::new(authz).map(|j| j.to_bare() != account).unwrap_or(true) {
+        let account = self.account_for(&creds.authcid);
+        if let (Some(authz), Some(account)) = (&creds.authzid, &account) {
+            if Jid::new(authz).map(|j| j.to_bare() != *account).unwrap_or(true) {
                 return self.sasl_failure(conn, SaslFailure::InvalidAuthzid).await;
             }
         }
-        let stored = self.credentials(&account).await.unwrap_or_default();
-        let password = creds.password;
-        // PBKDF2 is deliberately slow: keep it off the async threads.
-        let ok = tokio::task::spawn_blocking(move || stored.iter().any(|c| c.verify_password(&password)))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return self.sasl_failure(conn, SaslFailure::NotAuthorized).await;
+        let stored = match &account {
+            Some(a) => self.credentials(a).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let candidates = PlainCandidates::new(
+            stored,
+            &creds.authcid,
+            &self.edge.decoy_secret,
+            self.edge.cfg.scram_iterations,
+        );
+        match (candidates.verify(creds.password).await, account) {
+            (true, Some(account)) => {
+                self.authenticated(conn, account, Element::new("success", ns::SASL)).await
+            }
+            _ => self.sasl_failure(conn, SaslFailure::NotAuthorized).await,
         }
-        self.authenticated(conn, account, Element::new("success", ns::SASL)).await
     }
 
     /// SASL succeeded: answer, and expect a restarted stream (RFC 6120 §6.4.6).
@@ -751,6 +790,42 @@ impl<H: SessionHost> Client<H> {
     }
 }
 
+/// What a PLAIN password is checked against.
+///
+/// A known account's stored credentials; for an unknown account (or one without credentials),
+/// decoys with the configured iteration count, one per hash as a real account has. A wrong
+/// password then costs the same PBKDF2 work whether or not the account exists, so the time to
+/// `<not-authorized/>` does not tell an attacker which usernames exist.
+struct PlainCandidates {
+    /// Credentials to derive against.
+    creds: Vec<ScramCredentials>,
+    /// Whether they are the account's own (decoys never verify).
+    real: bool,
+}
+
+impl PlainCandidates {
+    fn new(stored: Vec<ScramCredentials>, username: &str, decoy_secret: &[u8], iterations: u32) -> Self {
+        if !stored.is_empty() {
+            return PlainCandidates { creds: stored, real: true };
+        }
+        let creds = [ScramHash::Sha256, ScramHash::Sha1]
+            .into_iter()
+            .map(|h| ScramCredentials::decoy_with_iterations(h, username, decoy_secret, iterations))
+            .collect();
+        PlainCandidates { creds, real: false }
+    }
+
+    /// Derive and compare on the blocking pool (PBKDF2 is deliberately slow: never on an async
+    /// worker). Every candidate is tried on a mismatch, decoys included.
+    async fn verify(self, password: String) -> bool {
+        let PlainCandidates { creds, real } = self;
+        let matched = tokio::task::spawn_blocking(move || creds.iter().any(|c| c.verify_password(&password)))
+            .await
+            .unwrap_or(false);
+        matched && real
+    }
+}
+
 /// RFC 6120 §4.9.1 checks on an initiating stream header, in the order a server reports them.
 pub fn check_header(h: &StreamHeader, serves: impl Fn(&str) -> bool) -> Result<(), StreamError> {
     if h.name != "stream" || h.ns != ns::STREAM {
@@ -820,6 +895,38 @@ mod tests {
             default_ns: default_ns.map(str::to_owned),
             attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
+    }
+
+    #[test]
+    fn plain_for_an_unknown_account_derives_decoys_with_the_configured_iterations() {
+        let c = PlainCandidates::new(Vec::new(), "ghost", b"secret", 12_345);
+        assert!(!c.real);
+        let hashes: Vec<ScramHash> = c.creds.iter().map(|c| c.hash).collect();
+        assert_eq!(hashes, vec![ScramHash::Sha256, ScramHash::Sha1], "one decoy per stored hash");
+        assert!(c.creds.iter().all(|c| c.iterations == 12_345));
+        let stored = starling_store::derive_credentials("pw", 4096).unwrap();
+        let known = PlainCandidates::new(stored.clone(), "alice", b"secret", 12_345);
+        assert!(known.real);
+        assert_eq!(known.creds, stored);
+    }
+
+    #[tokio::test]
+    async fn plain_failures_cost_the_same_for_known_and_unknown_accounts() {
+        // Enough iterations that the PBKDF2 work dominates everything else in the check.
+        let iterations = 100_000;
+        let stored = starling_store::derive_credentials("right", iterations).unwrap();
+        let known = PlainCandidates::new(stored.clone(), "alice", b"secret", iterations);
+        assert!(known.verify("right".into()).await);
+        let time = |c: PlainCandidates| async move {
+            let start = std::time::Instant::now();
+            assert!(!c.verify("wrong".into()).await);
+            start.elapsed()
+        };
+        let known = time(PlainCandidates::new(stored, "alice", b"secret", iterations)).await;
+        let unknown = time(PlainCandidates::new(Vec::new(), "ghost", b"secret", iterations)).await;
+        // Loose bounds (a shared machine is noisy): skipping the derivation would make the
+        // unknown case thousands of times faster, not a little.
+        assert!(unknown * 4 > known && known * 4 > unknown, "known {known:?}, unknown {unknown:?}");
     }
 
     #[test]

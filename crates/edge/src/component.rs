@@ -5,7 +5,7 @@
 //! stanzas for its domain. Inside the server stanzas live in `jabber:client`; this module moves
 //! them between the two namespaces at the boundary.
 
-use crate::io::{random_id, stream_header, Conn, STREAM_CLOSE};
+use crate::io::{random_id, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use starling_xml::{Element, Event, StreamParser};
 use starling_xmpp::session::{parse_stored_stanza, ToClient};
@@ -13,7 +13,7 @@ use starling_xmpp::stanza::{kind_of, rewrite_content_ns};
 use starling_xmpp::{ns, Jid, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
@@ -43,6 +43,11 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     let mut domain: Option<String> = None;
     let mut header_sent = false;
     let mut rx = None;
+    // When bytes last arrived: the component idle timeout (if any) counts from here.
+    let mut last_received = Instant::now();
+    // A write made no progress within the write timeout: nothing more is written.
+    let mut stalled = false;
+    let write_timeout = edge.cfg.write_timeout;
 
     let close = |out: &mut Vec<u8>, header_sent: bool, from: &str, err: Option<StreamError>| {
         out.clear();
@@ -131,17 +136,26 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                 }
             }
             if !out.is_empty() {
-                if conn.write_all(&out).await.is_err() {
+                if let Err(e) = write_all_within(&mut conn, &out, write_timeout).await {
+                    stalled = e.kind() == std::io::ErrorKind::TimedOut;
+                    out.clear();
                     break 'conn;
                 }
                 out.clear();
             }
         }
-        let idle = if rx.is_some() { Instant::now() + edge.cfg.idle_timeout } else { handshake_deadline };
+        // Before the handshake the handshake deadline applies; afterwards a component is never
+        // dropped for being quiet unless `component_idle_timeout` is set (XEP-0114 components
+        // commonly send nothing for hours), and then only received bytes count.
+        let idle = match (&rx, edge.cfg.component_idle_timeout) {
+            (None, _) => Some(handshake_deadline),
+            (Some(_), Some(t)) => Some(last_received + t),
+            (Some(_), None) => None,
+        };
         tokio::select! {
             r = conn.read_buf(parser.buffer_mut()) => match r {
                 Ok(0) | Err(_) => { out.clear(); break 'conn; }
-                Ok(_) => {}
+                Ok(_) => last_received = Instant::now(),
             },
             item = async { match rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 out.clear();
@@ -159,14 +173,18 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                     Some(ToClient::Stanza(mut e)) => {
                         rewrite_content_ns(&mut e, ns::CLIENT, ns::COMPONENT_ACCEPT);
                         e.write_to(&mut out, ns::COMPONENT_ACCEPT);
-                        if conn.write_all(&out).await.is_err() { out.clear(); break 'conn; }
+                        if let Err(e) = write_all_within(&mut conn, &out, write_timeout).await {
+                            stalled = e.kind() == std::io::ErrorKind::TimedOut;
+                            out.clear();
+                            break 'conn;
+                        }
                         out.clear();
                     }
                     Some(ToClient::Close(err)) => { close(&mut out, true, "", Some(err)); break 'conn; }
                     None => { close(&mut out, true, "", Some(StreamError::InternalServerError)); break 'conn; }
                 }
             }
-            _ = sleep_until(idle) => {
+            _ = async { match idle { Some(at) => sleep_until(at).await, None => std::future::pending().await } } => {
                 close(&mut out, header_sent, domain.as_deref().unwrap_or(""), Some(StreamError::ConnectionTimeout));
                 break 'conn;
             }
@@ -176,10 +194,14 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
             }
         }
     }
-    if !out.is_empty() {
-        let _ = conn.write_all(&out).await;
+    if stalled {
+        tracing::info!(%peer, timeout = ?write_timeout, "component stopped reading; dropping the connection");
+    } else {
+        if !out.is_empty() {
+            let _ = write_all_within(&mut conn, &out, write_timeout).await;
+        }
+        shutdown_within(&mut conn, write_timeout).await;
     }
-    let _ = conn.shutdown().await;
     if let (Some(d), Some(_)) = (domain, rx) {
         edge.host.component_disconnected(&d);
         tracing::info!(%peer, domain = %d, "component disconnected");

@@ -2,7 +2,8 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A client or component connection: plain TCP, or TLS over TCP (after STARTTLS or direct TLS).
@@ -54,6 +55,31 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// Write all of `buf` and flush, failing with [`std::io::ErrorKind::TimedOut`] as soon as one
+/// write (or the final flush) makes no progress for `limit`: a peer that stops reading cannot
+/// hold its connection, and what the connection holds, forever. A slow peer that keeps taking
+/// bytes is not cut off, however long the whole buffer takes.
+pub async fn write_all_within<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut buf: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "write made no progress");
+    while !buf.is_empty() {
+        let n = tokio::time::timeout(limit, w.write(buf)).await.map_err(|_| stalled())??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    tokio::time::timeout(limit, w.flush()).await.map_err(|_| stalled())?
+}
+
+/// Shut the write side down (TLS close_notify included), giving up after `limit`.
+pub async fn shutdown_within<W: AsyncWrite + Unpin>(w: &mut W, limit: Duration) {
+    let _ = tokio::time::timeout(limit, w.shutdown()).await;
 }
 
 /// N bytes from the system's secure random source.
@@ -116,3 +142,43 @@ pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str, v
 
 /// The closing tag of a stream.
 pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_times_the_write_out() {
+        let (mut ours, _theirs) = tokio::io::duplex(1024);
+        let start = std::time::Instant::now();
+        let r = write_all_within(&mut ours, &[b'x'; 64 * 1024], Duration::from_millis(200)).await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_peer_that_keeps_reading_is_not_cut_off() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 64];
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match theirs.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        // 16 reads of 64 bytes, 20 ms apart: the whole write takes longer than the limit, but
+        // every single write makes progress well within it.
+        let data = vec![b'y'; 1024];
+        let start = std::time::Instant::now();
+        write_all_within(&mut ours, &data, Duration::from_millis(150)).await.unwrap();
+        assert!(start.elapsed() > Duration::from_millis(150), "{:?}", start.elapsed());
+        drop(ours);
+        assert_eq!(reader.await.unwrap(), data);
+    }
+}

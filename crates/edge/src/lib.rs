@@ -63,7 +63,14 @@ pub struct EdgeConfig {
     /// Time from connect to a bound session (or authenticated component) before the connection is dropped.
     pub handshake_timeout: Duration,
     /// Time without any received byte after which a bound session is closed with `<connection-timeout/>`.
+    /// Only bytes from the client count (whitespace keepalives included); writes to it do not.
     pub idle_timeout: Duration,
+    /// Time one write to a client or component may make no progress (the peer stopped reading)
+    /// before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Time without any received byte after which an authenticated component is closed with
+    /// `<connection-timeout/>`; None (the default) never drops a quiet component.
+    pub component_idle_timeout: Option<Duration>,
     /// Failed authentications allowed per remote address per minute; beyond, `<temporary-auth-failure/>`.
     pub auth_failures_per_minute: u32,
     /// Most simultaneous connections per listener set; further ones are refused at accept.
@@ -86,6 +93,8 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            component_idle_timeout: None,
             auth_failures_per_minute: 5,
             max_connections: 100_000,
             session_queue: 4096,

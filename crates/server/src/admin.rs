@@ -67,14 +67,25 @@ pub fn execute(store: &dyn AccountStore, iterations: u32, req: &Request) -> Resu
     }
 }
 
-/// Serve the admin socket until the task is dropped.
+/// Create the admin socket (owner-only), replacing a stale one. Done before the server
+/// announces itself, so `starling user …` run right after start finds it.
 #[cfg(unix)]
-pub async fn serve(path: &Path, store: Arc<dyn AccountStore>, iterations: u32) -> std::io::Result<()> {
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve the admin socket until the task is dropped.
+#[cfg(unix)]
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    store: Arc<dyn AccountStore>,
+    iterations: u32,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();

@@ -87,7 +87,11 @@ pub struct C2sConfig {
     /// Seconds from connect to a bound resource before the connection is dropped.
     pub handshake_timeout_secs: u64,
     /// Seconds without any received byte (whitespace keepalives count) before a session is closed.
+    /// Bytes written to the client do not count.
     pub idle_timeout_secs: u64,
+    /// Seconds one write to a client (or component) may make no progress before the connection
+    /// is dropped: a peer that stops reading cannot hold its session and queue forever.
+    pub write_timeout_secs: u64,
     /// Most simultaneous client and component connections.
     pub max_connections: usize,
     /// Stanzas queued towards one session before further ones are refused for it.
@@ -106,6 +110,7 @@ impl Default for C2sConfig {
             max_attributes: 64,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
+            write_timeout_secs: 30,
             max_connections: 100_000,
             session_queue: 4096,
         }
@@ -130,11 +135,14 @@ pub struct ComponentsConfig {
     pub listen: String,
     /// Component domain → shared secret, e.g. `"echo.localhost" = "s3cret"`.
     pub secrets: BTreeMap<String, String>,
+    /// Seconds without any received byte before an authenticated component is closed with
+    /// `<connection-timeout/>`. 0 (the default): a quiet component is never dropped.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ComponentsConfig {
     fn default() -> ComponentsConfig {
-        ComponentsConfig { listen: "127.0.0.1:5347".into(), secrets: BTreeMap::new() }
+        ComponentsConfig { listen: "127.0.0.1:5347".into(), secrets: BTreeMap::new(), idle_timeout_secs: 0 }
     }
 }
 
@@ -459,6 +467,42 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.c2s.max_stanza_bytes < 1024 {
         return Err(ConfigError::Invalid("c2s.max_stanza_bytes must be at least 1024".into()));
     }
+    // Zero here is never what anyone means: it would close every connection at once, refuse
+    // every stanza or every connection, or make passwords unusable.
+    let at_least_one: [(&str, u64, &str); 12] = [
+        ("c2s.handshake_timeout_secs", cfg.c2s.handshake_timeout_secs, "no client could ever log in"),
+        ("c2s.idle_timeout_secs", cfg.c2s.idle_timeout_secs, "every session would be closed at once"),
+        ("c2s.write_timeout_secs", cfg.c2s.write_timeout_secs, "every write would time out"),
+        ("c2s.max_connections", cfg.c2s.max_connections as u64, "every connection would be refused"),
+        ("c2s.session_queue", cfg.c2s.session_queue as u64, "no stanza could be queued to a session"),
+        ("c2s.max_depth", cfg.c2s.max_depth as u64, "every stanza would be refused"),
+        (
+            "c2s.max_attributes",
+            cfg.c2s.max_attributes as u64,
+            "every stanza with an attribute would be refused",
+        ),
+        ("auth.scram_iterations", u64::from(cfg.auth.scram_iterations), "no password could be stored"),
+        ("cluster.router_queue", cfg.cluster.router_queue as u64, "nothing could be sent between routers"),
+        (
+            "cluster.edge_queue",
+            cfg.cluster.edge_queue as u64,
+            "nothing could be sent between edges and routers",
+        ),
+        ("cluster.heartbeat_ms", cfg.cluster.heartbeat_ms, "Raft would spin"),
+        ("cluster.presence_ttl_secs", cfg.cluster.presence_ttl_secs, "last presences would expire at once"),
+    ];
+    for (key, value, why) in at_least_one {
+        if value == 0 {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1, not 0 ({why})")));
+        }
+    }
+    for (domain, secret) in &cfg.components.secrets {
+        if secret.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "components.secrets: the secret for {domain:?} is empty (anyone could connect as it)"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -508,6 +552,44 @@ mod tests {
         assert!(load(None, env(&[("STARLING_LOG__FORMAT", "xml")])).is_err());
         assert!(load(None, env(&[("STARLING_STORE__BACKEND", "mysql")])).is_err());
         assert!(load(None, env(&[("STARLING_CLUSTER__HEARTBEAT_MS", "5000")])).is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_queues_and_limits_are_refused_naming_the_key() {
+        for key in [
+            "c2s.handshake_timeout_secs",
+            "c2s.idle_timeout_secs",
+            "c2s.write_timeout_secs",
+            "c2s.max_connections",
+            "c2s.session_queue",
+            "c2s.max_depth",
+            "c2s.max_attributes",
+            "auth.scram_iterations",
+            "cluster.router_queue",
+            "cluster.edge_queue",
+            "cluster.heartbeat_ms",
+            "cluster.presence_ttl_secs",
+        ] {
+            let var = format!("STARLING_{}", key.to_ascii_uppercase().replace('.', "__"));
+            let err = load(None, env(&[(&var, "0")])).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(load(None, env(&[(&var, "1")])).is_ok(), "{key} = 1 is fine");
+        }
+        let err = load(None, env(&[("STARLING_COMPONENTS__SECRETS", "{ \"c.localhost\" = \"\" }")]))
+            .expect_err("empty secret")
+            .to_string();
+        assert!(err.contains("components.secrets") && err.contains("c.localhost"), "{err}");
+        // Zero where it means "off" stays accepted.
+        let c = load(
+            None,
+            env(&[
+                ("STARLING_COMPONENTS__IDLE_TIMEOUT_SECS", "0"),
+                ("STARLING_AUTH__FAILURES_PER_MINUTE", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.components.idle_timeout_secs, 0);
+        assert_eq!(c.c2s.write_timeout_secs, 30);
     }
 
     #[test]

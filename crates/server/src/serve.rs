@@ -127,6 +127,11 @@ pub(crate) fn edge_config(cfg: &Config) -> EdgeConfig {
         },
         handshake_timeout: Duration::from_secs(cfg.c2s.handshake_timeout_secs),
         idle_timeout: Duration::from_secs(cfg.c2s.idle_timeout_secs),
+        write_timeout: Duration::from_secs(cfg.c2s.write_timeout_secs),
+        component_idle_timeout: match cfg.components.idle_timeout_secs {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
         auth_failures_per_minute: cfg.auth.failures_per_minute,
         max_connections: cfg.c2s.max_connections,
         session_queue: cfg.c2s.session_queue,
@@ -229,18 +234,27 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // `serve` is ready once every listener is bound.
     let flag = ready.clone();
     spawn_http(&cfg, Arc::new(move || flag.load(Ordering::Acquire)), shutdown_rx.clone(), &mut tasks).await?;
-    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
+    // The admin socket exists before the client listeners are announced: `starling user …`
+    // right after start must reach this server, not try (and fail) to open its locked database.
     #[cfg(unix)]
     {
         let path = cfg.data_dir.join(crate::users::ADMIN_SOCKET);
-        let accounts: Arc<dyn starling_store::AccountStore> = store_for_admin;
-        let iterations = cfg.auth.scram_iterations;
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(&path, accounts, iterations).await {
-                tracing::warn!(error = %e, "admin socket unavailable");
+        match crate::admin::bind(&path) {
+            Ok(listener) => {
+                let accounts: Arc<dyn starling_store::AccountStore> = store_for_admin;
+                let iterations = cfg.auth.scram_iterations;
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = crate::admin::serve(listener, accounts, iterations).await {
+                        tracing::warn!(error = %e, "admin socket failed");
+                    }
+                }));
             }
-        }));
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable"),
+        }
     }
+    #[cfg(not(unix))]
+    drop(store_for_admin);
+    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(domains = ?cfg.domains, version = env!("CARGO_PKG_VERSION"), "starling serving");
 
