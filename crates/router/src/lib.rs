@@ -50,6 +50,8 @@ pub struct RouterConfig {
     pub software_name: String,
     /// Version answered to XEP-0092 queries.
     pub software_version: String,
+    /// PBKDF2 iterations for credentials derived here (in-band password change, XEP-0077).
+    pub scram_iterations: u32,
 }
 
 impl Default for RouterConfig {
@@ -60,6 +62,7 @@ impl Default for RouterConfig {
             registration_enabled: false,
             software_name: "Starling".into(),
             software_version: env!("CARGO_PKG_VERSION").into(),
+            scram_iterations: starling_store::DEFAULT_SCRAM_ITERATIONS,
         }
     }
 }

@@ -146,12 +146,18 @@ impl Router {
         if username.is_some_and(|u| user.node().map(|n| n.as_str() != u).unwrap_or(true)) {
             return self.bounce(iq, StanzaError::NotAllowed);
         }
-        let Ok(creds) = derive_credentials(&password, starling_store::DEFAULT_SCRAM_ITERATIONS) else {
-            return self.bounce(iq, StanzaError::NotAcceptable);
-        };
+        // PBKDF2 is deliberately slow: derive on the blocking pool, with the configured count.
         let key = user.to_string();
-        match self.blocking(move |s| s.set_credentials(&key, creds)).await {
-            Ok(()) => self.reply_to_session(from, iq_result(iq, &domain, None)),
+        let iterations = self.cfg.scram_iterations;
+        let changed = self
+            .blocking(move |s| match derive_credentials(&password, iterations) {
+                Ok(creds) => s.set_credentials(&key, creds).map(|()| true),
+                Err(_) => Ok(false),
+            })
+            .await;
+        match changed {
+            Ok(true) => self.reply_to_session(from, iq_result(iq, &domain, None)),
+            Ok(false) => self.bounce(iq, StanzaError::NotAcceptable),
             Err(_) => self.bounce(iq, StanzaError::InternalServerError),
         }
     }

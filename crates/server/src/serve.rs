@@ -146,6 +146,7 @@ pub(crate) fn router_config(cfg: &Config) -> RouterConfig {
         domains: cfg.domains.clone(),
         offline_max: cfg.offline.max_per_user,
         registration_enabled: cfg.registration.enabled,
+        scram_iterations: cfg.auth.scram_iterations,
         ..RouterConfig::default()
     }
 }
