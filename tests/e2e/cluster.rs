@@ -5,7 +5,7 @@
 //! Every wait is on a condition (the registry's status through `starling cluster status`, an
 //! edge's `/readyz`, a stanza reaching a client), each bounded.
 
-use crate::support::{http_get_at, Client, BIN, STEP};
+use crate::support::{http_get_at, sample, Client, BIN, STEP};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use starling_testkit::{free_port, RedisServer};
@@ -387,6 +387,17 @@ async fn three_routers_two_edges_survive_kills_and_a_join() -> Result<()> {
     eprintln!("router kill → bob reachable again after {:?}", killed_at.elapsed());
     a.message(&b_full, "after the router died").await?;
     b.expect_message("after the router died").await?;
+
+    // Bob's edge saw the slots move, keeps a queue per live router link, and counted what it
+    // wrote by kind.
+    let (_, m) = http_get_at(edges[1].addr("http")?, "/metrics").await?;
+    assert!(sample(&m, "starling_slot_moves_total").unwrap_or(0.0) > 0.0, "{m}");
+    let new_home = home(admin, via, &bob)?;
+    let depth = format!("starling_link_queue_depth{{peer=\"{new_home}\"}}");
+    assert!(sample(&m, &depth).is_some(), "no {depth}: {m}");
+    assert!(sample(&m, "starling_stanzas_out_total{kind=\"message\"}").unwrap_or(0.0) >= 2.0, "{m}");
+    let (_, m) = http_get_at(routers[(new_home - 1) as usize].addr("http")?, "/metrics").await?;
+    assert!(sample(&m, "starling_slot_moves_total").unwrap_or(0.0) > 0.0, "{m}");
 
     // It restarts on its data directory and rejoins with its share of the slots.
     routers[k].spawn()?;

@@ -288,6 +288,11 @@ async fn metrics_and_health_endpoints_follow_traffic() -> Result<()> {
     a.message("bob@localhost/m-b", "counted").await?;
     b.expect_message("counted").await?;
     assert!(server.login("carol", "wrong", "m-c").await.is_err());
+    // An iq to an account's bare JID for a namespace nobody serves: the server answers
+    // service-unavailable, and counts it.
+    a.send("<iq type='get' id='nx1' to='bob@localhost'><query xmlns='urn:example:none'/></iq>").await?;
+    let err = a.wait_for("the iq error", |e| e.name == "iq" && e.attr("id") == Some("nx1")).await?;
+    assert_eq!(err.attr("type"), Some("error"), "{err:?}");
     let (_, after) = http_get(&server, "/metrics").await?;
     assert_eq!(sample(&after, "starling_sessions"), Some(2.0), "{after}");
     let ok = sample(&after, "starling_auth_total{mechanism=\"SCRAM-SHA-256\",result=\"ok\"}").unwrap_or(0.0);
@@ -296,6 +301,12 @@ async fn metrics_and_health_endpoints_follow_traffic() -> Result<()> {
         sample(&after, "starling_auth_total{mechanism=\"SCRAM-SHA-256\",result=\"failed\"}").unwrap_or(0.0);
     assert!(failed >= 1.0, "auth failed = {failed}");
     assert!(sample(&after, "starling_stanzas_in_total{kind=\"message\"}").unwrap_or(0.0) >= 1.0);
+    assert!(sample(&after, "starling_stanzas_out_total{kind=\"message\"}").unwrap_or(0.0) >= 1.0, "{after}");
+    assert!(sample(&after, "starling_stanzas_out_total{kind=\"iq\"}").unwrap_or(0.0) >= 1.0, "{after}");
+    assert!(!after.contains("kind=\"any\""), "{after}");
+    let errors =
+        sample(&after, "starling_stanza_errors_total{condition=\"service-unavailable\"}").unwrap_or(0.0);
+    assert!(errors >= 1.0, "{after}");
     let open = sample(&after, "starling_connections{listener=\"c2s\",tls=\"true\"}").unwrap_or(0.0);
     assert!(open >= 2.0, "open TLS connections = {open}");
 

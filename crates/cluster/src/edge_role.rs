@@ -124,11 +124,6 @@ impl EdgeHost {
     pub fn session_count(&self) -> usize {
         lock(&self.shared.sessions).len()
     }
-
-    /// Items waiting per router link, for metrics.
-    pub fn queue_depths(&self) -> Vec<(u64, usize)> {
-        lock(&self.shared.links).iter().map(|(id, l)| (*id, l.out.depth())).collect()
-    }
 }
 
 impl Shared {
@@ -141,7 +136,7 @@ impl Shared {
             }
         }
         let addr = self.view.borrow().members.get(&router).map(|m| m.addr.clone())?;
-        let (out, stream) = Outbox::new(self.queue);
+        let (out, stream) = Outbox::new(self.queue, router);
         out.try_push(item::Item::Hello(Hello { node_id: self.id, role: Role::Edge as i32 }));
         crate::metrics::link_connected(router);
         tokio::spawn(run_link(self.clone(), router, addr, stream));
@@ -328,12 +323,14 @@ impl Shared {
 /// Dial `router`, then pass everything it sends to [`Shared::from_router`] until the link
 /// breaks; then re-register the sessions it held.
 async fn run_link(shared: Arc<Shared>, router: u64, addr: String, stream: crate::link::BatchStream) {
+    let mut established = false;
     let result = async {
         let channel = crate::connect(&addr).await?;
         let mut client = starling_rpc::link::link_client::LinkClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
         let mut replies = client.open(stream).await?.into_inner();
+        established = true;
         while let Some(batch) = replies.next().await {
             for it in batch?.items.into_iter().filter_map(|i| i.item) {
                 shared.on_router_item(it);
@@ -342,7 +339,13 @@ async fn run_link(shared: Arc<Shared>, router: u64, addr: String, stream: crate:
         Ok::<(), crate::ClusterError>(())
     }
     .await;
-    tracing::info!(router, %addr, error = ?result.err(), "router link ended");
+    if established {
+        tracing::info!(router, %addr, error = ?result.err(), "router link ended");
+    } else {
+        // A dead router is re-dialled every REDIAL_PAUSE until its slots move: once per outage
+        // is enough at INFO (the link's reconnect counter shows the rest).
+        tracing::debug!(router, %addr, error = ?result.err(), "router not reachable");
+    }
     // The router dropped our sessions with the link; give them back to whoever owns them now.
     tokio::time::sleep(REDIAL_PAUSE).await;
     for s in lock(&shared.sessions).values_mut().filter(|s| s.router == router) {
@@ -357,7 +360,11 @@ async fn run_link(shared: Arc<Shared>, router: u64, addr: String, stream: crate:
 /// Re-register sessions whenever the slot table changes.
 async fn follow_slots(shared: Arc<Shared>) {
     let mut view = shared.view.clone();
+    let mut before = view.borrow().slots.clone();
     while view.changed().await.is_ok() {
+        let now = view.borrow_and_update().slots.clone();
+        crate::metrics::slots_moved(now.moved_since(&before));
+        before = now;
         shared.repair();
     }
 }
@@ -423,6 +430,7 @@ impl SessionHost for EdgeHost {
         if !sent && starling_xmpp::stanza::may_bounce(&stanza) {
             // The owner is changing hands; the client hears it rather than losing the stanza
             // silently (RFC 6120 §8.3.3.19 'wait' type).
+            starling_telemetry::stanza_error(StanzaError::ServiceUnavailable.condition());
             let reply = error_reply(&stanza, StanzaError::ServiceUnavailable, from.domain().as_str());
             sink.deliver(ToClient::Stanza(reply));
         }

@@ -13,22 +13,39 @@
 //!   error (`resource-constraint`) or treats the recipient session as unable to keep up.
 
 use starling_rpc::link::{item, Batch, Item};
+use starling_telemetry::{metrics, IntCounter};
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{LazyLock, Mutex, Once};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 /// Most items in one gRPC message.
 pub const MAX_BATCH: usize = 512;
 
-/// Counters of one link direction, read by metrics.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    /// Items refused because the queue was full (or the link gone).
-    pub dropped: AtomicU64,
-    /// Items sent.
-    pub sent: AtomicU64,
+/// Every open link direction, read when `/metrics` is scraped (`starling_link_queue_depth`), so
+/// queueing an item costs no metric update.
+static LIVE: LazyLock<Mutex<Vec<LiveLink>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// A link direction's peer and a handle that does not keep the link open.
+type LiveLink = (u64, mpsc::WeakSender<Item>);
+
+/// Sum the queued items per peer over the links still open; forget closed ones.
+fn collect_depths() {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut depth: HashMap<u64, usize> = HashMap::new();
+    live.retain(|(peer, weak)| match weak.upgrade() {
+        Some(tx) if !tx.is_closed() => {
+            *depth.entry(*peer).or_default() += tx.max_capacity() - tx.capacity();
+            true
+        }
+        _ => false,
+    });
+    let gauge = &metrics().link_queue_depth;
+    gauge.reset();
+    for (peer, d) in depth {
+        gauge.with_label_values(&[&peer.to_string()]).set(i64::try_from(d).unwrap_or(i64::MAX));
+    }
 }
 
 /// The sending side of one link direction.
@@ -36,24 +53,34 @@ pub struct LinkStats {
 pub struct Outbox {
     /// Towards the gRPC stream.
     tx: mpsc::Sender<Item>,
-    /// Shared counters.
-    stats: Arc<LinkStats>,
+    /// `starling_link_dropped_total{peer}` of this link's peer.
+    dropped: IntCounter,
 }
 
 impl Outbox {
-    /// A queue of `capacity` items and the stream of batches that drains it.
-    pub fn new(capacity: usize) -> (Outbox, BatchStream) {
+    /// A queue of `capacity` items towards node `peer` and the stream of batches that drains it.
+    pub fn new(capacity: usize, peer: u64) -> (Outbox, BatchStream) {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| metrics().on_scrape(Box::new(collect_depths)));
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let stats = Arc::new(LinkStats::default());
-        (Outbox { tx, stats: stats.clone() }, BatchStream { rx, stats })
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() >= 256 {
+            // Links come and go (re-dials); keep the list bounded even when nobody scrapes.
+            live.retain(|(_, w)| w.upgrade().is_some_and(|t| !t.is_closed()));
+        }
+        live.push((peer, tx.downgrade()));
+        drop(live);
+        let dropped = metrics().link_dropped.with_label_values(&[&peer.to_string()]);
+        (Outbox { tx, dropped }, BatchStream { rx })
     }
 
-    /// Queue without waiting; false when full or closed.
+    /// Queue without waiting; false (and counted in `starling_link_dropped_total`) when full or
+    /// closed.
     pub fn try_push(&self, it: item::Item) -> bool {
         match self.tx.try_send(Item { item: Some(it) }) {
             Ok(()) => true,
             Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.inc();
                 false
             }
         }
@@ -73,19 +100,12 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
-
-    /// The link's counters.
-    pub fn stats(&self) -> &Arc<LinkStats> {
-        &self.stats
-    }
 }
 
 /// The receiving side of an [`Outbox`]: a stream of batches for tonic to send.
 pub struct BatchStream {
     /// Items queued by the [`Outbox`].
     rx: mpsc::Receiver<Item>,
-    /// Shared counters.
-    stats: Arc<LinkStats>,
 }
 
 impl BatchStream {
@@ -103,7 +123,6 @@ impl BatchStream {
                 Err(_) => break,
             }
         }
-        self.stats.sent.fetch_add(items.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Batch { items }))
     }
 }
@@ -140,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_items_leave_in_one_batch_in_order() {
-        let (out, mut stream) = Outbox::new(1000);
+        let (out, mut stream) = Outbox::new(1000, 7001);
         for i in 0..700 {
             assert!(out.try_push(env(i)));
         }
@@ -158,25 +177,28 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, (0..700).collect::<Vec<_>>());
-        assert_eq!(out.stats().sent.load(Ordering::Relaxed), 700);
     }
 
     #[tokio::test]
     async fn a_full_queue_refuses_without_waiting_and_counts() {
-        let (out, stream) = Outbox::new(2);
+        let (out, stream) = Outbox::new(2, 7002);
         assert!(out.try_push(env(1)));
         assert!(out.try_push(env(2)));
         assert!(!out.try_push(env(3)));
         assert_eq!(out.depth(), 2);
-        assert_eq!(out.stats().dropped.load(Ordering::Relaxed), 1);
+        let text = metrics().encode();
+        assert!(text.contains("starling_link_dropped_total{peer=\"7002\"} 1"), "{text}");
+        assert!(text.contains("starling_link_queue_depth{peer=\"7002\"} 2"), "{text}");
         drop(stream);
+        let text = metrics().encode();
+        assert!(!text.contains("starling_link_queue_depth{peer=\"7002\"}"), "closed links leave: {text}");
         assert!(out.is_closed());
         assert!(!out.push(item::Item::SessionClose(SessionClose::default())).await);
     }
 
     #[tokio::test]
     async fn push_waits_for_room() {
-        let (out, mut stream) = Outbox::new(1);
+        let (out, mut stream) = Outbox::new(1, 7003);
         assert!(out.try_push(env(1)));
         let waiter = tokio::spawn({
             let out = out.clone();

@@ -17,7 +17,7 @@ pub(crate) fn slots_owned(n: usize) {
     metrics().slots_owned.set(n as i64);
 }
 
-/// `n` slots moved away from this router.
+/// This node saw `n` slots change owner (routers and edges alike).
 pub(crate) fn slots_moved(n: usize) {
     metrics().slot_moves.inc_by(n as u64);
 }

@@ -93,19 +93,13 @@ impl ClusterPeers {
         let Some(addr) = self.view.borrow().members.get(&node).map(|m| m.addr.clone()) else {
             return false;
         };
-        let (out, stream) = Outbox::new(self.limits.router_queue);
+        let (out, stream) = Outbox::new(self.limits.router_queue, node);
         out.try_push(item::Item::Hello(Hello { node_id: self.id, role: Role::Router as i32 }));
         let ok = out.try_push(item::Item::Stanza(env));
         crate::metrics::link_connected(node);
         tokio::spawn(dial_router(node, addr, stream));
         links.insert(node, PeerLink { out, opened: Instant::now() });
         ok
-    }
-
-    /// Envelopes waiting per peer router, for metrics.
-    pub fn queue_depths(&self) -> Vec<(u64, usize)> {
-        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.iter().map(|(id, l)| (*id, l.out.depth())).collect()
     }
 }
 
@@ -213,9 +207,12 @@ impl RouterLinks {
     pub async fn watch_slots(self) {
         let mut view = self.view.clone();
         let mut owned = vec![false; SLOT_COUNT as usize];
+        let mut before = view.borrow().slots.clone();
         loop {
             let now: Vec<bool> = {
                 let v = view.borrow_and_update();
+                crate::metrics::slots_moved(v.slots.moved_since(&before));
+                before = v.slots.clone();
                 (0..SLOT_COUNT).map(|s| matches!(v.slots.owner(s), Some((r, _)) if r == self.id)).collect()
             };
             let lost: Vec<bool> = owned.iter().zip(&now).map(|(was, is)| *was && !*is).collect();
@@ -227,7 +224,6 @@ impl RouterLinks {
                     }
                 }
                 let moved = lost.iter().filter(|l| **l).count();
-                crate::metrics::slots_moved(moved);
                 tracing::info!(
                     slots = moved,
                     sessions = n,
@@ -415,9 +411,9 @@ impl Link for RouterLinks {
             return Err(Status::invalid_argument("a link starts with Hello"));
         };
         let rest: Vec<item::Item> = items.collect();
-        let (out, stream) = Outbox::new(self.limits.edge_queue);
-        let this = self.clone();
         let peer = hello.node_id;
+        let (out, stream) = Outbox::new(self.limits.edge_queue, peer);
+        let this = self.clone();
         match Role::try_from(hello.role) {
             Ok(Role::Router) => {
                 tokio::spawn(async move {

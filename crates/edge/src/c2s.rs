@@ -12,7 +12,7 @@ use starling_telemetry::metrics;
 use starling_xml::{Element, Event, StreamHeader, StreamParser};
 use starling_xmpp::sasl::{parse_plain, SaslFailure, ScramCredentials, ScramHash, ScramServer};
 use starling_xmpp::session::ToClient;
-use starling_xmpp::stanza::{error_reply, kind_of};
+use starling_xmpp::stanza::{error_reply, kind_of, kind_of_bytes};
 use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
+
+/// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
+/// goes through here.
+fn counted_error_reply(stanza: &Element, error: StanzaError, domain: &str) -> Element {
+    starling_telemetry::stanza_error(error.condition());
+    error_reply(stanza, error, domain)
+}
 
 /// Failed SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
 const MAX_AUTH_ATTEMPTS_PER_STREAM: u32 = 3;
@@ -221,8 +228,14 @@ impl<H: SessionHost> Client<H> {
         let mut n = 0;
         while let Some(item) = next.take() {
             match item {
-                ToClient::Stanza(e) => e.write_to(&mut self.out, ns::CLIENT),
-                ToClient::Raw(bytes) => self.out.extend_from_slice(&bytes),
+                ToClient::Stanza(e) => {
+                    crate::counters::stanza_out(kind_of(&e));
+                    e.write_to(&mut self.out, ns::CLIENT);
+                }
+                ToClient::Raw(bytes) => {
+                    crate::counters::stanza_out(kind_of_bytes(&bytes));
+                    self.out.extend_from_slice(&bytes);
+                }
                 ToClient::Close(err) => {
                     if !self.out.is_empty() && self.flush_out(conn).await.is_err() {
                         return Some(Step::Close);
@@ -233,7 +246,6 @@ impl<H: SessionHost> Client<H> {
                 }
             }
             n += 1;
-            metrics().stanzas_out.with_label_values(&["any"]).inc();
             if n < WRITE_BATCH {
                 next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
             }
@@ -640,13 +652,13 @@ impl<H: SessionHost> Client<H> {
     async fn register_reply(&self, iq: &Element) -> Element {
         let domain = self.domain.clone();
         if !self.edge.cfg.registration_enabled {
-            return error_reply(iq, StanzaError::ServiceUnavailable, &domain);
+            return counted_error_reply(iq, StanzaError::ServiceUnavailable, &domain);
         }
         if !self.auth_allowed() {
-            return error_reply(iq, StanzaError::NotAuthorized, &domain);
+            return counted_error_reply(iq, StanzaError::NotAuthorized, &domain);
         }
         let Some(query) = iq.get_child("query", ns::REGISTER) else {
-            return error_reply(iq, StanzaError::BadRequest, &domain);
+            return counted_error_reply(iq, StanzaError::BadRequest, &domain);
         };
         let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
         if let Some(id) = iq.attr("id") {
@@ -664,20 +676,20 @@ impl<H: SessionHost> Client<H> {
             ),
             Some("set") => {
                 if query.get_child("remove", ns::REGISTER).is_some() {
-                    return error_reply(iq, StanzaError::Forbidden, &domain);
+                    return counted_error_reply(iq, StanzaError::Forbidden, &domain);
                 }
                 if !self.edge.limiter.allowed(self.peer.ip()) {
-                    return error_reply(iq, StanzaError::ResourceConstraint, &domain);
+                    return counted_error_reply(iq, StanzaError::ResourceConstraint, &domain);
                 }
                 let username =
                     query.get_child("username", ns::REGISTER).map(|u| u.text()).unwrap_or_default();
                 let password =
                     query.get_child("password", ns::REGISTER).map(|p| p.text()).unwrap_or_default();
                 if username.is_empty() || password.is_empty() {
-                    return error_reply(iq, StanzaError::NotAcceptable, &domain);
+                    return counted_error_reply(iq, StanzaError::NotAcceptable, &domain);
                 }
                 let Some(account) = self.account_for(&username) else {
-                    return error_reply(iq, StanzaError::JidMalformed, &domain);
+                    return counted_error_reply(iq, StanzaError::JidMalformed, &domain);
                 };
                 // Every registration counts against the address, so one address cannot mass-create accounts.
                 self.edge.limiter.record_failure(self.peer.ip());
@@ -699,10 +711,10 @@ impl<H: SessionHost> Client<H> {
                         tracing::info!(%account, "account registered in-band");
                         result
                     }
-                    Err(e) => error_reply(iq, e, &domain),
+                    Err(e) => counted_error_reply(iq, e, &domain),
                 }
             }
-            _ => error_reply(iq, StanzaError::BadRequest, &domain),
+            _ => counted_error_reply(iq, StanzaError::BadRequest, &domain),
         }
     }
 
@@ -720,12 +732,14 @@ impl<H: SessionHost> Client<H> {
         let resource = requested.unwrap_or_else(random_id);
         // RFC 6120 §7.7.2.1: a resource that fails Resourceprep is a bad request.
         let Ok(jid) = FullJid::new(&format!("{account}/{resource}")) else {
-            return self.send(conn, &error_reply(&iq, StanzaError::BadRequest, &self.domain.clone())).await;
+            return self
+                .send(conn, &counted_error_reply(&iq, StanzaError::BadRequest, &self.domain.clone()))
+                .await;
         };
         let (sink, rx) = ChannelSink::new(self.edge.cfg.session_queue);
         let Some(id) = self.edge.host.bind(&jid, sink).await else {
             return self
-                .send(conn, &error_reply(&iq, StanzaError::InternalServerError, &self.domain.clone()))
+                .send(conn, &counted_error_reply(&iq, StanzaError::InternalServerError, &self.domain.clone()))
                 .await;
         };
         self.rx = Some(rx);
@@ -772,18 +786,18 @@ impl<H: SessionHost> Client<H> {
             if !typ_ok || e.attr("id").is_none() {
                 // RFC 6120 §8.2.3: id and type are required.
                 if e.attr("type") != Some("error") {
-                    let reply = error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
+                    let reply = counted_error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
                     return self.send(conn, &reply).await;
                 }
                 return None;
             }
             if matches!(e.attr("type"), Some("get" | "set")) && e.elements().count() != 1 {
-                let reply = error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
+                let reply = counted_error_reply(&e, StanzaError::BadRequest, &self.domain.clone());
                 return self.send(conn, &reply).await;
             }
         }
         if let Some(kind) = kind_of(&e) {
-            metrics().stanzas_in.with_label_values(&[kind.as_str()]).inc();
+            crate::counters::stanza_in(kind);
         }
         self.edge.host.handle(&jid, e).await;
         None

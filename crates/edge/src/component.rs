@@ -118,10 +118,11 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                         Element::new("handshake", ns::COMPONENT_ACCEPT)
                             .write_to(&mut out, ns::COMPONENT_ACCEPT);
                     } else {
-                        if e.ns != ns::COMPONENT_ACCEPT || kind_of(&e).is_none() {
+                        let Some(kind) = kind_of(&e).filter(|_| e.ns == ns::COMPONENT_ACCEPT) else {
                             close(&mut out, true, &d, Some(StreamError::UnsupportedStanzaType));
                             break 'conn;
-                        }
+                        };
+                        crate::counters::stanza_in(kind);
                         let from_ok = e
                             .attr("from")
                             .and_then(|f| Jid::new(f).ok())
@@ -171,6 +172,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                 match item {
                     Some(ToClient::Raw(_)) => {}
                     Some(ToClient::Stanza(mut e)) => {
+                        crate::counters::stanza_out(kind_of(&e));
                         rewrite_content_ns(&mut e, ns::CLIENT, ns::COMPONENT_ACCEPT);
                         e.write_to(&mut out, ns::COMPONENT_ACCEPT);
                         if let Err(e) = write_all_within(&mut conn, &out, write_timeout).await {

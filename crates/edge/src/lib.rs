@@ -15,6 +15,7 @@
 
 pub mod c2s;
 pub mod component;
+mod counters;
 pub mod io;
 pub mod limiter;
 pub mod tls;

@@ -83,6 +83,16 @@ impl SlotTable {
         &self.owners
     }
 
+    /// Slots that had an owner in `before` and have another one here (a slot gaining its first
+    /// owner is not a move).
+    pub fn moved_since(&self, before: &SlotTable) -> usize {
+        self.owners
+            .iter()
+            .zip(&before.owners)
+            .filter(|(now, was)| was.router != 0 && now.router != was.router)
+            .count()
+    }
+
     /// A table from exactly [`SLOT_COUNT`] owners (index = slot); `None` for any other length.
     pub fn from_owners(owners: Vec<SlotOwner>) -> Option<SlotTable> {
         (owners.len() == SLOT_COUNT as usize).then_some(SlotTable { owners })
@@ -169,6 +179,18 @@ pub fn is_balanced(table: &SlotTable, active: &[u64]) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn moves_count_changed_owners_not_first_assignments() {
+        let empty = SlotTable::default();
+        let one = SlotTable::all_owned_by(1, 1);
+        assert_eq!(one.moved_since(&empty), 0);
+        let mut two = one.clone();
+        let moves = rebalance(&two, &[1, 2]);
+        two.apply(&moves, 2);
+        assert_eq!(two.moved_since(&one), moves.len());
+        assert_eq!(two.moved_since(&two), 0);
+    }
 
     fn spread(t: &SlotTable, routers: &[u64]) -> (usize, usize) {
         let counts: Vec<usize> = routers.iter().map(|r| t.owned_by(*r)).collect();

@@ -516,7 +516,7 @@ impl Router {
         if !stanza::may_bounce(stanza) {
             return;
         }
-        starling_telemetry::metrics().stanza_errors.with_label_values(&[error.condition()]).inc();
+        starling_telemetry::stanza_error(error.condition());
         let reply = stanza::error_reply(stanza, error, self.primary_domain());
         let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
         let domain = to.domain().as_str();

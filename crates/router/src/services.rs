@@ -9,6 +9,13 @@ use starling_xmpp::session::ToClient;
 use starling_xmpp::stanza::{error_reply, iq_result};
 use starling_xmpp::{ns, BareJid, FullJid, StanzaError, StreamError};
 
+/// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
+/// goes through here.
+fn counted_error_reply(stanza: &Element, error: StanzaError, domain: &str) -> Element {
+    starling_telemetry::stanza_error(error.condition());
+    error_reply(stanza, error, domain)
+}
+
 /// Features the server's disco#info lists (XEP-0030 §3.1).
 pub fn server_features(registration: bool) -> Vec<&'static str> {
     let mut f = vec![
@@ -54,7 +61,7 @@ fn single_payload(iq: &Element) -> Option<&Element> {
 pub fn answer_server_iq_static(router: &Router, iq: &Element) -> Element {
     let domain = iq.attr("to").unwrap_or(router.primary_domain()).to_owned();
     let Some(payload) = single_payload(iq) else {
-        return error_reply(iq, StanzaError::BadRequest, &domain);
+        return counted_error_reply(iq, StanzaError::BadRequest, &domain);
     };
     let get = iq.attr("type") == Some("get");
     match (payload.name.as_str(), payload.ns.as_str(), get) {
@@ -83,13 +90,13 @@ pub fn answer_server_iq_static(router: &Router, iq: &Element) -> Element {
             iq_result(iq, &domain, Some(q))
         }
         ("query", ns::DISCO_INFO, true) | ("query", ns::DISCO_ITEMS, true) => {
-            error_reply(iq, StanzaError::ItemNotFound, &domain)
+            counted_error_reply(iq, StanzaError::ItemNotFound, &domain)
         }
         // Known, read-only services asked to change something (RFC 6120 §8.3.3.3).
         ("ping", ns::PING, false) | ("query", ns::VERSION | ns::DISCO_INFO | ns::DISCO_ITEMS, false) => {
-            error_reply(iq, StanzaError::FeatureNotImplemented, &domain)
+            counted_error_reply(iq, StanzaError::FeatureNotImplemented, &domain)
         }
-        _ => error_reply(iq, StanzaError::ServiceUnavailable, &domain),
+        _ => counted_error_reply(iq, StanzaError::ServiceUnavailable, &domain),
     }
 }
 
@@ -282,8 +289,8 @@ impl Router {
                 &bare,
                 Some(disco_info(("account", "registered", ""), &[ns::DISCO_INFO, ns::VCARD])),
             ),
-            None => error_reply(&iq, StanzaError::BadRequest, &bare),
-            _ => error_reply(&iq, StanzaError::ServiceUnavailable, &bare),
+            None => counted_error_reply(&iq, StanzaError::BadRequest, &bare),
+            _ => counted_error_reply(&iq, StanzaError::ServiceUnavailable, &bare),
         };
         self.send_reply(reply).await;
     }

@@ -110,7 +110,9 @@ pub async fn router(cfg: Config) -> anyhow::Result<()> {
             .add_service(svc)
             .add_service(link_svc)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Nagle on the accepted side would hold every small batch a router sends back
+                // to the node that dialled it for a delayed ACK (~40 ms): see docs/benchmarks.md.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = grpc_shutdown.wait_for(|s| *s).await;
                 },
@@ -167,10 +169,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     let tls = load_tls(&cfg)?;
     let client = Arc::new(RegistryClient::new(cfg.cluster.seeds.clone()));
     let view = client.watch(id);
-    let label =
-        if cfg.cluster.advertise.is_empty() { cfg.c2s.listen.clone() } else { cfg.cluster.advertise.clone() };
-    let liveness = Duration::from_millis(cfg.cluster.liveness_interval_ms);
-    let mut tasks = vec![client.spawn_liveness(id, MemberRole::Edge, label, liveness)];
+    let mut tasks = Vec::new();
     let host = EdgeHost::new(id, view.clone(), cfg.cluster.edge_queue.max(1));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let edge = Edge::new(edge_config(&cfg), Arc::new(host.clone()), store, Some(tls), shutdown_rx.clone());
@@ -178,7 +177,16 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     let ready_view = view.clone();
     spawn_http(&cfg, Arc::new(move || view_ready(&ready_view.borrow())), shutdown_rx.clone(), &mut tasks)
         .await?;
-    spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
+    let bound = spawn_edge_listeners(&cfg, &edge, &mut tasks).await?;
+    // What the registry shows for this edge: the configured advertise address, else the
+    // client listener as bound (so `127.0.0.1:0` shows up with its real port).
+    let label = match (cfg.cluster.advertise.is_empty(), bound) {
+        (false, _) => cfg.cluster.advertise.clone(),
+        (true, Some(a)) => a.to_string(),
+        (true, None) => cfg.c2s.listen.clone(),
+    };
+    let liveness = Duration::from_millis(cfg.cluster.liveness_interval_ms);
+    tasks.push(client.spawn_liveness(id, MemberRole::Edge, label, liveness));
     tracing::info!(id, version = env!("CARGO_PKG_VERSION"), "starling edge serving");
 
     wait_for_signal().await;

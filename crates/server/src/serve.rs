@@ -179,20 +179,23 @@ pub(crate) async fn spawn_edge_listeners<H: SessionHost>(
     cfg: &Config,
     edge: &Arc<Edge<H>>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let mut bound = None;
     if !cfg.c2s.listen.is_empty() {
         let l = bind(&cfg.c2s.listen, "c2s").await?;
+        bound = l.local_addr().ok();
         tasks.push(tokio::spawn(edge.clone().serve_clients(l, false)));
     }
     if !cfg.c2s.direct_tls_listen.is_empty() {
         let l = bind(&cfg.c2s.direct_tls_listen, "c2s-direct-tls").await?;
+        bound = bound.or(l.local_addr().ok());
         tasks.push(tokio::spawn(edge.clone().serve_clients(l, true)));
     }
     if !cfg.components.secrets.is_empty() && !cfg.components.listen.is_empty() {
         let l = bind(&cfg.components.listen, "component").await?;
         tasks.push(tokio::spawn(edge.clone().serve_components(l)));
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// Stop `tasks`, then wait (bounded by `grace`) until `remaining()` reaches zero.

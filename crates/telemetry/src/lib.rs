@@ -8,4 +8,5 @@ pub mod http;
 mod registry;
 pub mod trace;
 
-pub use registry::{metrics, Metrics};
+pub use prometheus::{IntCounter, IntGauge};
+pub use registry::{metrics, stanza_error, Collector, Metrics};

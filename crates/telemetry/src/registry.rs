@@ -4,12 +4,17 @@
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
+
+/// Refreshes gauges that are cheaper to read when scraped than to keep up to date.
+pub type Collector = Box<dyn Fn() + Send + Sync>;
 
 /// Every metric of a node. Field names follow the exported names without `starling_`.
 pub struct Metrics {
     /// Registry all metrics below belong to.
     registry: Registry,
+    /// Run before every [`Metrics::encode`].
+    collectors: Mutex<Vec<Collector>>,
     /// `starling_build_info{version, role}`.
     pub build_info: IntGaugeVec,
     /// `starling_connections{listener, tls}`: open connections.
@@ -161,6 +166,7 @@ fn build() -> Metrics {
             "Stored messages delivered at login."
         ))),
         registry,
+        collectors: Mutex::new(Vec::new()),
     }
 }
 
@@ -171,9 +177,23 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// The server generated a stanza error with `condition` (`starling_stanza_errors_total`).
+pub fn stanza_error(condition: &str) {
+    METRICS.stanza_errors.with_label_values(&[condition]).inc();
+}
+
 impl Metrics {
+    /// Run `collector` before every scrape (for gauges read from live state, such as queue
+    /// depths, so the hot path never touches them).
+    pub fn on_scrape(&self, collector: Collector) {
+        self.collectors.lock().unwrap_or_else(|e| e.into_inner()).push(collector);
+    }
+
     /// Everything in Prometheus text format.
     pub fn encode(&self) -> String {
+        for c in self.collectors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            c();
+        }
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "encoding metrics failed");

@@ -44,6 +44,19 @@ pub fn kind_of(e: &Element) -> Option<StanzaKind> {
     }
 }
 
+/// The kind of a serialized top-level stanza (`<message …`, `<presence …`, `<iq …`), from its
+/// first bytes; `None` for anything else.
+pub fn kind_of_bytes(bytes: &[u8]) -> Option<StanzaKind> {
+    let rest = bytes.strip_prefix(b"<")?;
+    let name_end = rest.iter().position(|b| matches!(b, b' ' | b'/' | b'>' | b'\t' | b'\r' | b'\n'))?;
+    match &rest[..name_end] {
+        b"message" => Some(StanzaKind::Message),
+        b"presence" => Some(StanzaKind::Presence),
+        b"iq" => Some(StanzaKind::Iq),
+        _ => None,
+    }
+}
+
 /// Borrowed view of a stanza with its addressing parsed.
 #[derive(Debug)]
 pub struct StanzaView<'a> {
@@ -134,6 +147,18 @@ pub fn may_bounce(stanza: &Element) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serialized_stanzas_are_told_apart_by_their_first_bytes() {
+        assert_eq!(kind_of_bytes(b"<message to='a@b'><body>x</body></message>"), Some(StanzaKind::Message));
+        assert_eq!(kind_of_bytes(b"<presence/>"), Some(StanzaKind::Presence));
+        assert_eq!(kind_of_bytes(b"<iq\ttype='get'/>"), Some(StanzaKind::Iq));
+        assert_eq!(kind_of_bytes(b"<messages/>"), None);
+        assert_eq!(kind_of_bytes(b"<iqx/>"), None);
+        assert_eq!(kind_of_bytes(b"<message"), None, "no end of name yet");
+        assert_eq!(kind_of_bytes(b" <iq/>"), None);
+        assert_eq!(kind_of_bytes(b""), None);
+    }
 
     #[test]
     fn error_reply_swaps_addresses_and_keeps_id() {
