@@ -66,6 +66,11 @@ async fn offline_messages_survive_a_restart_and_arrive_with_delay() -> Result<()
     let delay = m.get_child("delay", ns::DELAY).context("delay stamp")?;
     assert_eq!(delay.attr("from"), Some("localhost"));
     assert!(delay.attr("stamp").is_some_and(|s| s.ends_with('Z')));
+    // The restarted process delivered one queue of one message.
+    let (_, m) = http_get(&server, "/metrics").await?;
+    assert_eq!(sample(&m, "starling_offline_messages_delivered_total"), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "starling_offline_queue_messages_count"), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "starling_offline_queue_messages_bucket{le=\"1\"}"), Some(1.0), "{m}");
     Ok(())
 }
 

@@ -442,24 +442,28 @@ impl RegistryNode {
         let mut tick = tokio::time::interval(self.cfg.liveness_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
+        // The leader this node last followed: when this node takes over, that one has been
+        // silent for at least an election timeout already.
+        let mut previous_leader = None;
         loop {
             tick.tick().await;
             if self.is_leader() {
                 if !leading {
-                    // A new leader knows nothing of anyone's liveness: everyone gets a full
-                    // `down_after` from now to report.
                     leading = true;
-                    let now = Instant::now();
                     let members = self.applied.borrow().state.members.clone();
+                    let assumed =
+                        assumed_seen(&members, previous_leader, self.cfg.election_timeout.0, Instant::now());
                     if let Ok(mut seen) = self.seen.lock() {
-                        for m in members.values() {
-                            seen.insert(m.id, Seen { at: now, role: m.role, addr: m.addr.clone() });
-                        }
+                        seen.extend(assumed);
                     }
                 }
                 self.lead_once().await;
             } else {
                 leading = false;
+                let current = self.raft.metrics().borrow().current_leader;
+                if let Some(l) = current.filter(|l| *l != self.cfg.id) {
+                    previous_leader = Some(l);
+                }
                 self.report_liveness().await;
             }
         }
@@ -520,6 +524,29 @@ fn refusal(e: RaftWriteError) -> Refusal {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Refusal::NotLeader,
         _ => Refusal::Refused(e.to_string()),
     }
+}
+
+/// What a new leader assumes of its members' liveness (pure; unit-tested). It has heard from
+/// nobody yet, so everyone gets a full `down_after` from `now` to report, except the leader it
+/// replaces: an election only starts after that one was silent for `election_min`, so its
+/// silence is counted from then, and a dead leader loses its slots that much sooner.
+fn assumed_seen(
+    members: &BTreeMap<u64, Member>,
+    previous_leader: Option<u64>,
+    election_min: Duration,
+    now: Instant,
+) -> HashMap<u64, Seen> {
+    members
+        .values()
+        .map(|m| {
+            let at = if Some(m.id) == previous_leader {
+                now.checked_sub(election_min).unwrap_or(now)
+            } else {
+                now
+            };
+            (m.id, Seen { at, role: m.role, addr: m.addr.clone() })
+        })
+        .collect()
 }
 
 /// The commands liveness calls for (pure; unit-tested): members silent for `down_after` go
@@ -651,5 +678,29 @@ mod tests {
             (1..=4).map(|id| (id, seen_at(later, MemberRole::Router))).collect();
         let cmds = liveness_changes(&state, &all_fresh, Duration::from_secs(3), later);
         assert_eq!(cmds, vec![Command::SetMemberState { id: 3, state: MemberState::Active }]);
+    }
+
+    #[test]
+    fn a_new_leader_counts_its_predecessors_silence_from_the_election() {
+        let now = Instant::now() + Duration::from_secs(60);
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state.apply(&Command::UpsertMember(member(id, MemberRole::Router, MemberState::Active)));
+        }
+        let (down_after, election_min) = (Duration::from_secs(3), Duration::from_secs(1));
+        let mut seen = assumed_seen(&state.members, Some(1), election_min, now);
+        assert_eq!(seen[&1].at, now - election_min);
+        assert_eq!(seen[&2].at, now);
+        // Node 2 (the new leader) records itself; 3 reports; the old leader 1 stays silent.
+        let t = now + Duration::from_millis(2100);
+        seen.insert(2, seen_at(t, MemberRole::Router));
+        seen.insert(3, seen_at(t, MemberRole::Router));
+        assert_eq!(
+            liveness_changes(&state, &seen, down_after, t),
+            vec![Command::SetMemberState { id: 1, state: MemberState::Down }],
+            "down after down_after - election_min of the new leader's time, not a full down_after"
+        );
+        let without_predecessor = assumed_seen(&state.members, None, election_min, now);
+        assert!(without_predecessor.values().all(|s| s.at == now));
     }
 }

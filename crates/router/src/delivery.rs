@@ -147,7 +147,11 @@ impl Router {
                 .await;
             return;
         };
-        starling_telemetry::metrics().offline_delivered.inc_by(stored.len() as u64);
+        let m = starling_telemetry::metrics();
+        m.offline_delivered.inc_by(stored.len() as u64);
+        if !stored.is_empty() {
+            m.offline_queue.observe(stored.len() as f64);
+        }
         for bytes in stored {
             match parse_stored_stanza(&bytes) {
                 Ok(mut m) => {

@@ -322,8 +322,12 @@ async fn status(client: &RegistryClient, targets: &[String], json: bool) -> anyh
             })
         })
         .collect();
+    // A Raft group of n voters keeps a majority through (n - 1) / 2 failures: 2 voters survive
+    // none, which is why a cluster wants 3 routers (see docs/cluster.md).
+    let tolerates = st.voters.len().saturating_sub(1) / 2;
     if json {
         let out = serde_json::json!({
+            "tolerates_voter_failures": tolerates,
             "node": st.node_id,
             "leader": st.leader,
             "term": st.term,
@@ -357,6 +361,10 @@ async fn status(client: &RegistryClient, targets: &[String], json: bool) -> anyh
             m["slots"].to_string(),
             m["addr"].as_str().unwrap_or("")
         );
+    }
+    println!("{} voters: the registry survives {tolerates} voter failure(s)", st.voters.len());
+    if tolerates == 0 && st.voters.len() > 1 {
+        println!("warning: losing any voter stops the registry (no majority); run at least 3 routers");
     }
     Ok(())
 }

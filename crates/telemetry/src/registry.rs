@@ -67,6 +67,8 @@ pub struct Metrics {
     pub offline_stored: IntCounter,
     /// `starling_offline_messages_delivered_total`.
     pub offline_delivered: IntCounter,
+    /// `starling_offline_queue_messages`: length of each offline queue delivered at login.
+    pub offline_queue: Histogram,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -165,6 +167,14 @@ fn build() -> Metrics {
             "offline_messages_delivered_total",
             "Stored messages delivered at login."
         ))),
+        offline_queue: reg!(Histogram::with_opts(
+            HistogramOpts::new(
+                "starling_offline_queue_messages",
+                "Messages waiting in an account's offline queue when it was delivered at login."
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0])
+        )),
+
         registry,
         collectors: Mutex::new(Vec::new()),
     }
