@@ -489,7 +489,9 @@ impl RegistryNode {
         self.record_liveness(self.cfg.id, MemberRole::Router, self.cfg.addr.clone());
         let state = self.applied.borrow().state.clone();
         let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
-        let cmds = liveness_changes(&state, &seen, self.cfg.down_after, Instant::now());
+        let suspects = suspects(&state, &seen, 2 * self.cfg.liveness_interval, Instant::now());
+        let refused = refusing(suspects).await;
+        let cmds = liveness_changes(&state, &seen, &refused, self.cfg.down_after, Instant::now());
         if cmds.is_empty() && state.rebalance_moves().is_empty() {
             return;
         }
@@ -549,16 +551,57 @@ fn assumed_seen(
         .collect()
 }
 
-/// The commands liveness calls for (pure; unit-tested): members silent for `down_after` go
-/// down, down members that reported go active, edges that report without being members are
-/// added. The leader itself is in `seen` (it records itself before asking).
+/// Active routers that missed their last two liveness reports (pure): worth a connection
+/// attempt to tell a dead process from a slow one.
+fn suspects(
+    state: &ClusterState,
+    seen: &HashMap<u64, Seen>,
+    late: Duration,
+    now: Instant,
+) -> Vec<(u64, String)> {
+    state
+        .members
+        .values()
+        .filter(|m| {
+            m.role == MemberRole::Router && matches!(m.state, MemberState::Active | MemberState::Joining)
+        })
+        .filter(|m| seen.get(&m.id).is_none_or(|s| now.saturating_duration_since(s.at) >= late))
+        .map(|m| (m.id, m.addr.clone()))
+        .collect()
+}
+
+/// Of `suspects`, those whose gRPC address refuses connections: nothing listens there, so the
+/// process is gone (a SIGKILLed router's kernel answers at once). A host that does not answer
+/// at all (a vanished pod, a partition) is not refusing; `down_after` decides for it.
+async fn refusing(suspects: Vec<(u64, String)>) -> BTreeSet<u64> {
+    let mut probes = tokio::task::JoinSet::new();
+    for (id, addr) in suspects {
+        probes.spawn(async move {
+            let attempt = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+            matches!(attempt, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused).then_some(id)
+        });
+    }
+    probes.join_all().await.into_iter().flatten().collect()
+}
+
+/// How long a refusal probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The commands liveness calls for (pure; unit-tested): members silent for `down_after`, or
+/// late and `refused` (nothing listens at their address), go down; down members that reported
+/// go active; edges that report without being members are added. The leader itself is in
+/// `seen` (it records itself before asking).
 fn liveness_changes(
     state: &ClusterState,
     seen: &HashMap<u64, Seen>,
+    refused: &BTreeSet<u64>,
     down_after: Duration,
     now: Instant,
 ) -> Vec<Command> {
-    let alive = |id: u64| seen.get(&id).is_some_and(|s| now.saturating_duration_since(s.at) < down_after);
+    let alive = |id: u64| {
+        !refused.contains(&id)
+            && seen.get(&id).is_some_and(|s| now.saturating_duration_since(s.at) < down_after)
+    };
     let mut cmds = Vec::new();
     for m in state.members.values() {
         match m.state {
@@ -659,7 +702,13 @@ mod tests {
             (9, seen_at(later, MemberRole::Edge)),
             (8, seen_at(later, MemberRole::Router)),
         ]);
-        let cmds = liveness_changes(&state, &seen, Duration::from_secs(3), later + Duration::from_millis(1));
+        let cmds = liveness_changes(
+            &state,
+            &seen,
+            &BTreeSet::new(),
+            Duration::from_secs(3),
+            later + Duration::from_millis(1),
+        );
         assert_eq!(
             cmds,
             vec![
@@ -676,8 +725,43 @@ mod tests {
         );
         let all_fresh: HashMap<u64, Seen> =
             (1..=4).map(|id| (id, seen_at(later, MemberRole::Router))).collect();
-        let cmds = liveness_changes(&state, &all_fresh, Duration::from_secs(3), later);
+        let cmds = liveness_changes(&state, &all_fresh, &BTreeSet::new(), Duration::from_secs(3), later);
         assert_eq!(cmds, vec![Command::SetMemberState { id: 3, state: MemberState::Active }]);
+    }
+
+    #[test]
+    fn a_late_router_whose_address_refuses_goes_down_before_down_after() {
+        let t0 = Instant::now();
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state.apply(&Command::UpsertMember(member(id, MemberRole::Router, MemberState::Active)));
+        }
+        state.apply(&Command::UpsertMember(member(9, MemberRole::Edge, MemberState::Active)));
+        let now = t0 + Duration::from_millis(1200);
+        let seen = HashMap::from([
+            (1, seen_at(now, MemberRole::Router)),
+            (2, seen_at(t0, MemberRole::Router)),
+            (3, seen_at(now - Duration::from_millis(400), MemberRole::Router)),
+            (9, seen_at(t0, MemberRole::Edge)),
+        ]);
+        let late = suspects(&state, &seen, Duration::from_secs(1), now);
+        assert_eq!(late, vec![(2, "n2:7400".to_string())], "only routers late by two reports (not edge 9)");
+        let down_after = Duration::from_secs(3);
+        assert_eq!(liveness_changes(&state, &seen, &BTreeSet::new(), down_after, now), vec![]);
+        assert_eq!(
+            liveness_changes(&state, &seen, &BTreeSet::from([2]), down_after, now),
+            vec![Command::SetMemberState { id: 2, state: MemberState::Down }]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_closed_port_counts_as_refusing() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (open_addr, closed_addr) = (open.local_addr().unwrap(), closed.local_addr().unwrap());
+        drop(closed);
+        let refused = refusing(vec![(1, open_addr.to_string()), (2, closed_addr.to_string())]).await;
+        assert_eq!(refused, BTreeSet::from([2]));
     }
 
     #[test]
@@ -696,7 +780,7 @@ mod tests {
         seen.insert(2, seen_at(t, MemberRole::Router));
         seen.insert(3, seen_at(t, MemberRole::Router));
         assert_eq!(
-            liveness_changes(&state, &seen, down_after, t),
+            liveness_changes(&state, &seen, &BTreeSet::new(), down_after, t),
             vec![Command::SetMemberState { id: 1, state: MemberState::Down }],
             "down after down_after - election_min of the new leader's time, not a full down_after"
         );
