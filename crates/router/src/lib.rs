@@ -158,6 +158,10 @@ const SHARDS: usize = 64;
 /// Number of shards of the presence-interest index.
 const INTEREST_SHARDS: usize = 16;
 
+/// Number of roster locks. Accounts share a lock only when they hash alike, and no code holds
+/// two at once, so sharing costs a little waiting and never a deadlock.
+const ROSTER_LOCKS: usize = 256;
+
 /// Whether a roster item makes its owner want the contact's presence (subscription 'to' or
 /// 'both', RFC 6121 §4.2.2; hidden items are subscriptions in progress, not yet shown).
 pub(crate) fn wants_presence(item: &RosterItem) -> bool {
@@ -185,6 +189,11 @@ pub struct Router {
     /// Contact bare JID → local online accounts that want its presence; kept only when the bus
     /// distributes (its 0 → 1 and 1 → 0 transitions drive [`PresenceBus::watch`]/`unwatch`).
     interest: Vec<Mutex<HashMap<String, HashSet<String>>>>,
+    /// Serialize the read-modify-write of one account's roster (roster sets and removes,
+    /// subscription transitions, the first load into the cache): without it two concurrent
+    /// changes both read the old item and the second write loses the first. Sharded by bare
+    /// JID, held across the store write, never while routing (see [`Router::roster_lock`]).
+    roster_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// A sink and the full JID it belongs to, collected under a lock and used after it.
@@ -215,6 +224,7 @@ impl Router {
             peers,
             bus,
             interest: (0..INTEREST_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            roster_locks: (0..ROSTER_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             cfg,
             store,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -245,6 +255,14 @@ impl Router {
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock that serializes changes to `bare`'s roster. Whoever holds it may read the item,
+    /// write the store and the cache, and push; it must not route a stanza (routing can reach
+    /// another account's roster, and two locks held at once could deadlock).
+    pub(crate) async fn roster_lock(&self, bare: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let idx = (self.hasher.hash_one(bare) as usize) % ROSTER_LOCKS;
+        self.roster_locks[idx].lock().await
+    }
+
     /// Run a store call on a blocking thread.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -266,6 +284,9 @@ impl Router {
         }
         let bare = jid.to_bare().to_string();
         let resource = jid.resource().as_str().to_owned();
+        // Loading the roster and caching it is one step against concurrent roster changes:
+        // a change written to the store after the load would otherwise be missing from the cache.
+        let _roster = self.roster_lock(&bare).await;
         let online = self.shard(&bare).contains_key(&bare);
         let loaded = if online {
             None
@@ -299,6 +320,7 @@ impl Router {
             });
             old
         };
+        drop(_roster);
         for contact in watched {
             self.set_interest(&bare, &contact, true);
         }

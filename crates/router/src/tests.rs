@@ -3,7 +3,7 @@
 
 use super::*;
 use starling_store::{derive_credentials, AccountStore, EmbeddedStore};
-use starling_xmpp::subscription::Subscription;
+use starling_xmpp::subscription::{SubKind, Subscription};
 
 #[derive(Default)]
 struct Recorder {
@@ -338,4 +338,57 @@ async fn legacy_session_without_to_is_answered() {
     w.router.handle_from_client(&a, iq).await;
     let reply = ra.stanzas().pop().expect("a reply");
     assert_eq!((reply.attr("id"), reply.attr("type")), (Some("sess"), Some("result")));
+}
+
+fn roster_set(contact: &str, name: &str) -> Element {
+    Element::new("iq", ns::CLIENT)
+        .with_attr("type", "set")
+        .with_attr("id", format!("set-{contact}"))
+        .with_child(
+            Element::new("query", ns::ROSTER).with_child(
+                Element::new("item", ns::ROSTER).with_attr("jid", contact).with_attr("name", name),
+            ),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_roster_changes_of_one_account_are_all_kept() {
+    // Each contact gets a roster set (a name) and an inbound subscription request (pending_in)
+    // at once; whatever the order, the item must end up with both.
+    let w = Arc::new(world(&["alice"]));
+    let (a, _ra, _) = online(&w, "alice@localhost/a").await;
+    let contacts: Vec<String> = (0..40).map(|i| format!("c{i}@localhost")).collect();
+    let mut tasks = Vec::new();
+    for c in &contacts {
+        let (w1, a1, c1) = (w.clone(), a.clone(), c.clone());
+        tasks.push(tokio::spawn(async move {
+            w1.router.handle_from_client(&a1, roster_set(&c1, &format!("name of {c1}"))).await
+        }));
+        let (w2, user, c2) = (w.clone(), a.to_bare(), c.clone());
+        tasks.push(tokio::spawn(async move {
+            let contact = BareJid::new(&c2).unwrap();
+            let p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "subscribe")
+                .with_attr("from", c2.clone())
+                .with_attr("to", "alice@localhost");
+            w2.router.inbound_subscription(&user, &contact, SubKind::Subscribe, p).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut lost = Vec::new();
+    for c in &contacts {
+        let cached = w.router.load_item(&a.to_bare(), &BareJid::new(c).unwrap()).await;
+        let stored = w.router.store.roster_item("alice@localhost", c).unwrap();
+        for (place, item) in [("cache", cached), ("store", stored)] {
+            let ok = item.as_ref().is_some_and(|i| {
+                i.name.as_deref() == Some(format!("name of {c}").as_str()) && i.state.pending_in && !i.hidden
+            });
+            if !ok {
+                lost.push(format!("{place} {c}: {item:?}"));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "lost updates:\n{}", lost.join("\n"));
 }
