@@ -1,6 +1,7 @@
 //! Connections cannot hold resources forever: a client that stops reading is dropped after the
-//! write timeout, the idle timeout counts only what the client sends, and components are not
-//! subject to the clients' idle timeout. Limits of zero are refused at start.
+//! write timeout (and what was still queued to it reaches it at its next login), the idle
+//! timeout counts only what the client sends, and components are not subject to the clients'
+//! idle timeout. Limits of zero are refused at start.
 
 use crate::support::*;
 use anyhow::{bail, Context, Result};
@@ -40,6 +41,63 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() -> Res
     bob.expect_closed().await?;
     alice.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
     alice.wait_for("ping result", |e| e.attr("id") == Some("alive")).await?;
+    assert_healthy(&server).await
+}
+
+#[tokio::test]
+async fn a_backlog_left_by_a_dropped_connection_is_delivered_at_the_next_login() -> Result<()> {
+    use std::collections::BTreeSet;
+    const FLOOD: usize = 500;
+    let server = TestServer::start(standard_users().env("STARLING_C2S__WRITE_TIMEOUT_SECS", "1"))?;
+    // Bob is online and available, then stops reading; alice sends him far more than socket
+    // buffers hold, so most of it is still queued to his session when the write timeout drops it.
+    let mut bob = server.login_small_window("bob", "bobpw", "deaf").await?;
+    bob.presence().await?;
+    let mut alice = server.login("alice", "alicepw", "flood").await?;
+    wait_for_sessions(&server, 2.0, STEP).await?;
+    for i in 0..FLOOD {
+        alice.send_element(&big_message("bob@localhost/deaf", i, 16 * 1024)).await?;
+    }
+    alice.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    alice.wait_for("ping result", |e| e.attr("id") == Some("sync")).await?;
+    wait_for_sessions(&server, 1.0, Duration::from_secs(6)).await.context("bob's session not dropped")?;
+
+    // What reached bob's first connection: whatever the kernel had buffered, up to the close.
+    let id_of = |e: &Element| {
+        e.attr("id").and_then(|id| id.strip_prefix("flood")).and_then(|n| n.parse::<usize>().ok())
+    };
+    let mut first = BTreeSet::new();
+    while let Ok(ev) = bob.next().await {
+        if let Event::Stanza(e) = ev {
+            if e.name == "message" {
+                first.extend(id_of(&e));
+            }
+        }
+    }
+    assert!(first.len() < FLOOD, "the flood never backed up; the test proves nothing");
+
+    // At the next login every message bob did not get is delivered (from offline storage,
+    // XEP-0160, or straight to the new session if it is up before the last one is stored), and
+    // alice heard no error for any of them.
+    let mut bob = server.login("bob", "bobpw", "back").await?;
+    bob.presence().await?;
+    let mut missing: BTreeSet<usize> = (0..FLOOD).filter(|i| !first.contains(i)).collect();
+    let backlog = missing.len();
+    while !missing.is_empty() {
+        let m = bob
+            .wait_for("a message of the backlog", |e| e.name == "message")
+            .await
+            .with_context(|| format!("{} of {backlog} queued messages never arrived", missing.len()))?;
+        assert_eq!(m.attr("from"), Some("alice@localhost/flood"));
+        if let Some(i) = id_of(&m) {
+            missing.remove(&i);
+        }
+    }
+    alice.send("<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let reply = alice
+        .wait_for("ping result", |e| e.attr("id") == Some("after") || e.attr("type") == Some("error"))
+        .await?;
+    assert_eq!(reply.attr("id"), Some("after"), "alice got an error: {}", reply.to_string_lossy());
     assert_healthy(&server).await
 }
 

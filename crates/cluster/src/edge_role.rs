@@ -14,12 +14,12 @@ use crate::router_role::owner;
 use starling_edge::SessionHost;
 use starling_registry::ClusterView;
 use starling_rpc::link::{
-    item, ComponentClose, ComponentOpen, Hello, Role, SessionClose, SessionOpen, SessionOpened,
+    item, ComponentClose, ComponentOpen, Hello, Role, SessionClose, SessionOpen, SessionOpened, Undelivered,
 };
 use starling_xml::Element;
 use starling_xmpp::session::{Deliver, ToClient};
 use starling_xmpp::stanza::error_reply;
-use starling_xmpp::{ns, FullJid, StanzaError, StreamError};
+use starling_xmpp::{ns, FullJid, Jid, StanzaError, StreamError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -288,21 +288,51 @@ impl Shared {
         }
     }
 
-    /// An item a router sent on its link.
-    fn on_router_item(&self, it: item::Item) {
+    /// Hand stanzas for session `session` of `account` that its connection will never write
+    /// back to `router`, which decides their fate ([`Undelivered`]).
+    fn give_back(self: &Arc<Self>, router: u64, session: u64, account: String, stanzas: Vec<Vec<u8>>) {
+        let n = stanzas.len();
+        let sent = self.link(router).is_some_and(|out| {
+            out.try_push(item::Item::Undelivered(Undelivered { session, account, stanzas }))
+        });
+        if !sent {
+            tracing::warn!(router, stanzas = n, "undelivered stanzas lost: the router link cannot take them");
+        }
+    }
+
+    /// An item router `router` sent on its link.
+    fn on_router_item(self: &Arc<Self>, router: u64, it: item::Item) {
         match it {
+            item::Item::Stanza(env) if !env.component.is_empty() => {
+                let sink = lock(&self.components).get(&env.component).map(|c| c.sink.clone());
+                let _span = envelope::span(envelope::Hop::EdgeDeliver, &env).entered();
+                if let Some(sink) = sink {
+                    sink.deliver(ToClient::Raw(env.stanza));
+                }
+            }
             item::Item::Stanza(env) => {
-                let sink = if env.component.is_empty() {
-                    lock(&self.sessions).get(&env.session).map(|s| s.sink.clone())
-                } else {
-                    lock(&self.components).get(&env.component).map(|c| c.sink.clone())
-                };
+                let target = lock(&self.sessions)
+                    .get(&env.session)
+                    .map(|s| (s.sink.clone(), s.jid.to_bare().to_string()));
                 if env.entered_us != 0 {
                     crate::metrics::routed(envelope::now_us().saturating_sub(env.entered_us));
                 }
                 let _span = envelope::span(envelope::Hop::EdgeDeliver, &env).entered();
-                if let Some(sink) = sink {
-                    sink.deliver(ToClient::Raw(env.stanza));
+                let refused = match target {
+                    Some((sink, account)) => match sink.try_deliver(ToClient::Raw(env.stanza)) {
+                        Ok(()) => None,
+                        // The connection's queue is full or its stream is ending.
+                        Err(ToClient::Raw(bytes)) => Some((account, bytes)),
+                        Err(_) => None,
+                    },
+                    // The session ended while this was on its way.
+                    None => match Jid::new(&env.to) {
+                        Ok(to) => Some((to.to_bare().to_string(), env.stanza)),
+                        Err(_) => None,
+                    },
+                };
+                if let Some((account, bytes)) = refused {
+                    self.give_back(router, env.session, account, vec![bytes]);
                 }
             }
             item::Item::CloseStream(c) => {
@@ -333,7 +363,7 @@ async fn run_link(shared: Arc<Shared>, router: u64, addr: String, stream: crate:
         established = true;
         while let Some(batch) = replies.next().await {
             for it in batch?.items.into_iter().filter_map(|i| i.item) {
-                shared.on_router_item(it);
+                shared.on_router_item(router, it);
             }
         }
         Ok::<(), crate::ClusterError>(())
@@ -436,7 +466,7 @@ impl SessionHost for EdgeHost {
         }
     }
 
-    async fn unbind(&self, jid: &FullJid, id: u64) {
+    async fn unbind(&self, jid: &FullJid, id: u64, undelivered: Vec<ToClient>) {
         let shared = &self.shared;
         let removed = lock(&shared.sessions).remove(&id);
         {
@@ -445,10 +475,37 @@ impl SessionHost for EdgeHost {
                 by_jid.remove(&jid.to_string());
             }
         }
-        if let Some(s) = removed.filter(|s| s.router != 0) {
-            if let Some(out) = shared.link(s.router) {
+        let registered = removed.map(|s| s.router).filter(|r| *r != 0);
+        if let Some(router) = registered {
+            if let Some(out) = shared.link(router) {
                 out.push(item::Item::SessionClose(SessionClose { session: id, jid: jid.to_string() })).await;
             }
+        }
+        let stanzas: Vec<Vec<u8>> = undelivered
+            .into_iter()
+            .filter_map(|i| match i {
+                ToClient::Stanza(e) => Some(e.to_bytes()),
+                ToClient::Raw(bytes) => Some(bytes),
+                ToClient::Close(_) => None,
+            })
+            .collect();
+        if stanzas.is_empty() {
+            return;
+        }
+        // The account's current owner decides (the router it was registered with may be the one
+        // whose death ended the session); after the SessionClose on the same link when it is
+        // the same router, so the session is gone there first.
+        let bare = jid.to_bare().to_string();
+        let owner_now = owner(&shared.view.borrow(), &bare).map(|(r, _)| r);
+        let n = stanzas.len();
+        let sent = match owner_now.or(registered).and_then(|r| shared.link(r)) {
+            Some(out) => {
+                out.push(item::Item::Undelivered(Undelivered { session: id, account: bare, stanzas })).await
+            }
+            None => false,
+        };
+        if !sent {
+            tracing::warn!(%jid, stanzas = n, "undelivered stanzas of an ended session lost: no router");
         }
     }
 

@@ -16,7 +16,7 @@ use starling_rpc::link::link_server::Link;
 use starling_rpc::link::{item, Batch, CloseStream, Envelope, Hello, Role, SessionOpened};
 use starling_xml::Element;
 use starling_xmpp::session::{Deliver, ToClient};
-use starling_xmpp::{FullJid, Jid};
+use starling_xmpp::{BareJid, FullJid, Jid};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -302,8 +302,9 @@ impl RouterLinks {
             }
         }
         tracing::info!(edge, sessions = state.sessions.len(), "edge link closed; its sessions end");
+        // What the edge had queued for them died with the link (see docs/architecture.md).
         for (_, (jid, sid)) in state.sessions.drain() {
-            self.router.unbind(&jid, sid).await;
+            self.router.unbind(&jid, sid, Vec::new()).await;
         }
         for domain in state.components {
             self.router.component_disconnected(&domain);
@@ -333,9 +334,19 @@ impl RouterLinks {
                 out.try_push(item::Item::SessionOpened(reply));
             }
             item::Item::SessionClose(close) => {
+                // The queue the session left, if any, follows as an Undelivered item.
                 if let Some((jid, sid)) = state.sessions.remove(&close.session) {
-                    self.router.unbind(&jid, sid).await;
+                    self.router.unbind(&jid, sid, Vec::new()).await;
                 }
+            }
+            item::Item::Undelivered(u) => {
+                let Ok(account) = BareJid::new(&u.account) else {
+                    return tracing::debug!(account = %u.account, "undelivered stanzas for a bad JID dropped");
+                };
+                // Still bound here when its connection's queue was full: skip it this time.
+                let exclude = state.sessions.get(&u.session).map(|(_, sid)| *sid);
+                let items = u.stanzas.into_iter().map(ToClient::Raw).collect();
+                self.router.reroute_undelivered(&account, exclude, items).await;
             }
             item::Item::ComponentOpen(c) => {
                 let sink = Arc::new(EdgeSink { out: out.clone(), session: 0, component: c.domain.clone() });
@@ -381,7 +392,7 @@ impl RouterLinks {
         };
         if let Some((old_jid, old_sid)) = state.sessions.insert(open.session, (jid.clone(), sid)) {
             if old_sid != sid {
-                self.router.unbind(&old_jid, old_sid).await;
+                self.router.unbind(&old_jid, old_sid, Vec::new()).await;
             }
         }
         if open.reregister {

@@ -9,7 +9,7 @@ use starling_cluster::{ClusterPeers, EdgeHost, LinkLimits, RouterLinks};
 use starling_edge::SessionHost;
 use starling_registry::{slot_of, ClusterView, Member, MemberRole, MemberState, SlotTable};
 use starling_router::{Router, RouterConfig};
-use starling_store::EmbeddedStore;
+use starling_store::{AccountStore, EmbeddedStore, OfflineStore};
 use starling_xml::Element;
 use starling_xmpp::session::{parse_stored_stanza, Deliver, ToClient};
 use starling_xmpp::{ns, FullJid};
@@ -156,11 +156,25 @@ async fn sessions_on_different_routers_talk_and_follow_slot_moves() {
     edge.handle(&bob, chat("bob@localhost/b", "alice@localhost/a", "still here")).await;
     ia.wait_for("a message with router 2 gone", body_is("still here")).await;
 
-    // The session ends at the edge: its router hears it.
-    edge.unbind(&alice, id_a).await;
+    // The session ends at the edge with a message still queued to it: its router hears it, and
+    // the message is not lost with the connection but kept offline (alice has no other resource).
+    store.create_account("alice@localhost", starling_store::derive_credentials("pw", 4096).unwrap()).unwrap();
+    let queued = chat("bob@localhost/b", "alice@localhost/a", "queued for alice");
+    edge.unbind(&alice, id_a, vec![ToClient::Raw(queued.to_bytes())]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while router1.session_count() != 1 {
         assert!(tokio::time::Instant::now() < deadline, "alice's unbind did not reach router 1");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let stored = loop {
+        let stored = store.take_offline("alice@localhost").unwrap();
+        if !stored.is_empty() {
+            break stored;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the queued message was not stored offline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stored: Vec<Element> = stored.iter().map(|b| parse_stored_stanza(b).unwrap()).collect();
+    assert_eq!(stored.len(), 1);
+    assert!(body_is("queued for alice")(&stored[0]));
 }

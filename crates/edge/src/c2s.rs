@@ -90,6 +90,10 @@ struct Client<H: SessionHost> {
     rx: Option<mpsc::Receiver<ToClient>>,
     /// Output buffer reused across writes.
     out: Vec<u8>,
+    /// The queued items serialized into `out` and not yet known to be written: if the write
+    /// fails (the client stopped reading, the connection broke) they go back to the router with
+    /// the rest of the queue instead of vanishing. Cleared after every successful write.
+    unwritten: Vec<ToClient>,
     /// The SASL mechanism of the current attempt, for the authentication metric.
     mechanism: &'static str,
     /// Connect time plus the handshake timeout.
@@ -125,6 +129,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         auth_failures: 0,
         rx: None,
         out: Vec::with_capacity(4096),
+        unwritten: Vec::new(),
         mechanism: "",
         handshake_deadline,
         last_received: Instant::now(),
@@ -224,6 +229,7 @@ impl<H: SessionHost> Client<H> {
             return Some(Step::Close);
         };
         self.out.clear();
+        self.unwritten.clear();
         let mut next = Some(first);
         let mut n = 0;
         while let Some(item) = next.take() {
@@ -231,15 +237,18 @@ impl<H: SessionHost> Client<H> {
                 ToClient::Stanza(e) => {
                     crate::counters::stanza_out(kind_of(&e));
                     e.write_to(&mut self.out, ns::CLIENT);
+                    self.unwritten.push(ToClient::Stanza(e));
                 }
                 ToClient::Raw(bytes) => {
                     crate::counters::stanza_out(kind_of_bytes(&bytes));
                     self.out.extend_from_slice(&bytes);
+                    self.unwritten.push(ToClient::Raw(bytes));
                 }
                 ToClient::Close(err) => {
                     if !self.out.is_empty() && self.flush_out(conn).await.is_err() {
                         return Some(Step::Close);
                     }
+                    self.unwritten.clear();
                     self.out.clear();
                     self.stream_error(conn, err).await;
                     return Some(Step::Close);
@@ -253,6 +262,7 @@ impl<H: SessionHost> Client<H> {
         if self.flush_out(conn).await.is_err() {
             return Some(Step::Close);
         }
+        self.unwritten.clear();
         None
     }
 
@@ -303,12 +313,29 @@ impl<H: SessionHost> Client<H> {
         let _ = self.flush_out(conn).await;
     }
 
-    /// End of connection: tell the router the session is gone.
+    /// End of connection: tell the router the session is gone, handing back what was queued
+    /// to it and never written.
     async fn finish(&mut self) {
-        if let Phase::Bound { jid, id } = &self.phase {
-            self.edge.host.unbind(jid, *id).await;
+        if let Phase::Bound { jid, id } = std::mem::replace(&mut self.phase, Phase::PreAuth) {
+            let undelivered = self.take_undelivered();
+            self.edge.host.unbind(&jid, id, undelivered).await;
         }
-        self.phase = Phase::PreAuth;
+    }
+
+    /// The failed batch and everything still queued, in the order they were queued. The queue
+    /// is closed first: from then on a delivery to this session fails at once and the router
+    /// handles that stanza itself, so nothing can slip in behind the drain.
+    fn take_undelivered(&mut self) -> Vec<ToClient> {
+        let mut left = std::mem::take(&mut self.unwritten);
+        if let Some(rx) = self.rx.as_mut() {
+            rx.close();
+            while let Ok(item) = rx.try_recv() {
+                if !matches!(item, ToClient::Close(_)) {
+                    left.push(item);
+                }
+            }
+        }
+        left
     }
 
     async fn on_event(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {

@@ -38,8 +38,11 @@ pub trait SessionHost: Send + Sync + 'static {
     fn bind(&self, jid: &FullJid, sink: Arc<dyn Deliver>) -> impl Future<Output = Option<u64>> + Send;
     /// A stanza from the bound session `from` ('from' already stamped).
     fn handle(&self, from: &FullJid, stanza: Element) -> impl Future<Output = ()> + Send;
-    /// The session ended.
-    fn unbind(&self, jid: &FullJid, id: u64) -> impl Future<Output = ()> + Send;
+    /// The session ended. `undelivered` is what was queued to it and never written to the
+    /// stream (the rest of its queue, and a batch whose write failed): the routing side decides
+    /// what becomes of it (re-delivery, offline storage, error replies), so nothing queued to a
+    /// session is lost silently with its connection.
+    fn unbind(&self, jid: &FullJid, id: u64, undelivered: Vec<ToClient>) -> impl Future<Output = ()> + Send;
     /// A component authenticated for `domain`; false if one is already connected.
     fn component_connected(&self, domain: &str, sink: Arc<dyn Deliver>) -> bool;
     /// The component for `domain` went away.
@@ -240,13 +243,17 @@ impl ChannelSink {
 
 impl Deliver for ChannelSink {
     fn deliver(&self, item: ToClient) -> bool {
+        self.try_deliver(item).is_ok()
+    }
+
+    fn try_deliver(&self, item: ToClient) -> Result<(), ToClient> {
         match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 tracing::debug!("session queue full; stanza not queued");
-                false
+                Err(item)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(item)) => Err(item),
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Delivery of stanzas addressed to local accounts (RFC 6121 §8.5) and offline storage
-//! (XEP-0160, with XEP-0203 delay stamps).
+//! Delivery of stanzas addressed to local accounts (RFC 6121 §8.5), offline storage
+//! (XEP-0160, with XEP-0203 delay stamps), and the fate of stanzas a session's queue still held
+//! when its stream ended ([`undelivered_fate`], [`Router::reroute_undelivered`]).
 
-use crate::{Router, Target, CONTENT_NS};
+use crate::{Home, Router, SessionId, Target, CONTENT_NS};
 use starling_xml::Element;
 use starling_xmpp::delay::delay_element;
+use starling_xmpp::ns;
 use starling_xmpp::session::{parse_stored_stanza, ToClient};
 use starling_xmpp::stanza::{self, StanzaKind};
 use starling_xmpp::{BareJid, FullJid, Jid, StanzaError};
@@ -31,11 +33,107 @@ pub fn select_resources(priorities: &[Option<i8>], how: BareSelection) -> Vec<us
     }
 }
 
+/// Whether a message for an account without an available resource is kept offline
+/// (XEP-0160 §3; RFC 6121 §8.5.2.2.1 lets the server store, bounce or silently ignore
+/// chat and normal messages). Only chat and normal messages with a body are kept, as ejabberd and
+/// Prosody do: a bodyless one (a chat state, a receipt) means nothing once read hours later.
+pub fn offline_storable(message: &Element) -> bool {
+    matches!(message.attr("type").unwrap_or("normal"), "chat" | "normal")
+        && message.elements().any(|c| c.name == "body" && (c.ns == message.ns || c.ns == ns::CLIENT))
+}
+
+/// What becomes of a stanza that was queued to a session of `account` but never written to its
+/// stream, because the stream ended first (clean close, lost connection, conflict, write timeout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Deliver it again to this address under the usual rules (RFC 6121 §8.5): the session is
+    /// gone, so a message to its full JID is handled as for a resource that does not exist
+    /// (§8.5.3.2.1: another resource of the account, else offline storage, else an error).
+    Reroute(Jid),
+    /// Answer the sender with this error: an iq request to a resource that went away
+    /// (§8.5.3.2.1 prescribes `service-unavailable`, which also does not tell the requester
+    /// that the resource just existed).
+    Bounce(StanzaError),
+    /// Nothing more to do: presence (a later probe or initial presence re-sends what matters,
+    /// and pending subscription requests live in the roster, §3.1.3), iq results and errors,
+    /// server-generated roster pushes, and anything not addressed to the account.
+    Drop,
+}
+
+/// The decision for one undelivered stanza (pure; see [`Undelivered`]).
+pub fn undelivered_fate(stanza: &Element, account: &BareJid) -> Undelivered {
+    let to = stanza.attr("to").and_then(|t| Jid::new(t).ok());
+    match stanza::kind_of(stanza) {
+        Some(StanzaKind::Message) => match to {
+            Some(to) if to.to_bare() == *account => Undelivered::Reroute(to),
+            _ => Undelivered::Drop,
+        },
+        Some(StanzaKind::Iq) if matches!(stanza.attr("type"), Some("get" | "set")) => {
+            // A roster push comes from the account's own bare JID: nobody waits for its answer.
+            let from_server = match stanza.attr("from").map(Jid::new) {
+                None => true,
+                Some(Ok(from)) => from.is_bare() && from.to_bare() == *account,
+                Some(Err(_)) => true,
+            };
+            if from_server {
+                Undelivered::Drop
+            } else {
+                Undelivered::Bounce(StanzaError::ServiceUnavailable)
+            }
+        }
+        _ => Undelivered::Drop,
+    }
+}
+
 impl Router {
+    /// Stanzas that were queued to a session of `account` and never written, because its
+    /// stream ended: each gets its [`undelivered_fate`]. Serve and cluster both end here (the
+    /// edge hands the queue back with the unbind, or returns stanzas that reached it after).
+    ///
+    /// `exclude` is the session they were queued to when it may still be bound here (a
+    /// cluster edge returning a stanza its connection could not take): re-delivery skips it,
+    /// as direct delivery skips a session whose sink refuses a stanza.
+    pub async fn reroute_undelivered(
+        &self,
+        account: &BareJid,
+        exclude: Option<SessionId>,
+        items: Vec<ToClient>,
+    ) {
+        let mut rerouted = 0usize;
+        for item in items {
+            let stanza = match item {
+                ToClient::Stanza(e) => e,
+                ToClient::Raw(bytes) => match parse_stored_stanza(&bytes) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable undelivered stanza dropped");
+                        continue;
+                    }
+                },
+                ToClient::Close(_) => continue,
+            };
+            match undelivered_fate(&stanza, account) {
+                Undelivered::Reroute(to) => {
+                    rerouted += 1;
+                    match self.peers.home_of(&account.to_string()) {
+                        Home::Local => self.deliver_message(to, stanza, exclude).await,
+                        // The account moved meanwhile (cluster): its new owner decides.
+                        Home::Remote(_) | Home::Unowned => self.route(to, stanza).await,
+                    }
+                }
+                Undelivered::Bounce(error) => self.bounce(&stanza, error),
+                Undelivered::Drop => {}
+            }
+        }
+        if rerouted > 0 {
+            tracing::debug!(%account, rerouted, "messages of an ended session delivered again");
+        }
+    }
+
     /// Inbound processing for a local JID with a localpart.
     pub(crate) async fn deliver_local(&self, to: Jid, stanza: Element) {
         match stanza::kind_of(&stanza) {
-            Some(StanzaKind::Message) => self.deliver_message(to, stanza).await,
+            Some(StanzaKind::Message) => self.deliver_message(to, stanza, None).await,
             Some(StanzaKind::Presence) => self.inbound_presence(to, stanza).await,
             Some(StanzaKind::Iq) => self.deliver_iq(to, stanza).await,
             None => {}
@@ -49,20 +147,15 @@ impl Router {
         let Some(account) = shard.get(&key) else { return Vec::new() };
         let prios: Vec<Option<i8>> =
             account.sessions.iter().map(|s| s.available.as_ref().map(|a| a.priority)).collect();
-        select_resources(&prios, how)
-            .into_iter()
-            .map(|i| {
-                let s = &account.sessions[i];
-                Target { jid: format!("{key}/{}", s.resource), sink: s.sink.clone() }
-            })
-            .collect()
+        select_resources(&prios, how).into_iter().map(|i| account.sessions[i].target(&key)).collect()
     }
 
-    /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) for messages.
-    async fn deliver_message(&self, to: Jid, stanza: Element) {
+    /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) for messages. The session `exclude`
+    /// (if any) counts as unable to take this stanza.
+    async fn deliver_message(&self, to: Jid, stanza: Element, exclude: Option<SessionId>) {
         let kind = stanza.attr("type").unwrap_or("normal").to_owned();
         if let Ok(full) = to.try_as_full() {
-            if let Some(t) = self.session_target(full) {
+            if let Some(t) = self.session_target(full).filter(|t| Some(t.id) != exclude) {
                 // §8.5.3.1: a connected resource gets it, available or not.
                 if t.sink.deliver(ToClient::Stanza(stanza.clone())) {
                     return;
@@ -84,7 +177,7 @@ impl Router {
             if kind == "headline" { BareSelection::AllNonNegative } else { BareSelection::HighestPriority };
         let targets = self.bare_targets(&bare, how);
         let mut delivered = false;
-        for t in &targets {
+        for t in targets.iter().filter(|t| Some(t.id) != exclude) {
             delivered |= t.sink.deliver(ToClient::Stanza(stanza.clone()));
         }
         if delivered {
@@ -96,7 +189,9 @@ impl Router {
                 if !self.account_exists(&bare).await {
                     return self.bounce(&stanza, StanzaError::ServiceUnavailable);
                 }
-                self.store_offline(&bare, stanza).await;
+                if offline_storable(&stanza) {
+                    self.store_offline(&bare, stanza, exclude).await;
+                }
             }
             "headline" | "error" => {}
             _ => self.bounce(&stanza, StanzaError::ServiceUnavailable),
@@ -104,7 +199,18 @@ impl Router {
     }
 
     /// Keep a message for an offline account (XEP-0160), stamped with XEP-0203 delay.
-    async fn store_offline(&self, bare: &BareJid, mut stanza: Element) {
+    async fn store_offline(&self, bare: &BareJid, mut stanza: Element, exclude: Option<SessionId>) {
+        let _offline = self.offline_lock(&bare.to_string()).await;
+        // A resource that became available since the message chose storage has already had its
+        // flush (or is waiting for this lock): it gets the message now.
+        let mut delivered = false;
+        let now = self.bare_targets(bare, BareSelection::HighestPriority);
+        for t in now.iter().filter(|t| Some(t.id) != exclude) {
+            delivered |= t.sink.deliver(ToClient::Stanza(stanza.clone()));
+        }
+        if delivered {
+            return;
+        }
         stanza.ns = CONTENT_NS.to_owned();
         if stanza.get_child("delay", starling_xmpp::ns::DELAY).is_none() {
             stanza.append_child(delay_element(bare.domain().as_str(), SystemTime::now()));
@@ -126,6 +232,7 @@ impl Router {
     /// non-negative priority (XEP-0160 §4: on initial presence).
     pub(crate) async fn flush_offline(&self, full: &FullJid) {
         let user = full.to_bare().to_string();
+        let _offline = self.offline_lock(&user).await;
         let stored = match self.blocking(move |s| s.take_offline(&user)).await {
             Ok(v) => v,
             Err(e) => return tracing::warn!(error = %e, "reading offline messages failed"),
@@ -196,6 +303,77 @@ mod tests {
         let p = [Some(1), Some(5), None, Some(5), Some(-1)];
         assert_eq!(select_resources(&p, BareSelection::HighestPriority), vec![1, 3]);
         assert_eq!(select_resources(&p, BareSelection::AllNonNegative), vec![0, 1, 3]);
+    }
+
+    fn msg(typ: &str, to: &str, body: bool) -> Element {
+        let mut m = Element::new("message", ns::CLIENT)
+            .with_attr("type", typ)
+            .with_attr("from", "bob@localhost/x")
+            .with_attr("to", to);
+        if body {
+            m.append_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        }
+        m
+    }
+
+    fn iq(typ: &str, from: &str) -> Element {
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", typ)
+            .with_attr("id", "q1")
+            .with_attr("from", from)
+            .with_attr("to", "alice@localhost/phone")
+            .with_child(Element::new("ping", "urn:xmpp:ping"))
+    }
+
+    #[test]
+    fn only_chat_and_normal_messages_with_a_body_go_offline() {
+        assert!(offline_storable(&msg("chat", "alice@localhost", true)));
+        assert!(offline_storable(&msg("normal", "alice@localhost", true)));
+        let untyped =
+            Element::new("message", ns::CLIENT).with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        assert!(offline_storable(&untyped), "no type means normal");
+        assert!(!offline_storable(&msg("chat", "alice@localhost", false)), "a chat state alone");
+        for typ in ["groupchat", "headline", "error"] {
+            assert!(!offline_storable(&msg(typ, "alice@localhost", true)), "{typ}");
+        }
+    }
+
+    #[test]
+    fn undelivered_messages_to_the_account_are_routed_again() {
+        let alice = BareJid::new("alice@localhost").unwrap();
+        for to in ["alice@localhost", "alice@localhost/phone"] {
+            for typ in ["chat", "normal", "headline", "groupchat", "error"] {
+                // Which of these end offline, at another resource or nowhere is §8.5's business.
+                assert_eq!(
+                    undelivered_fate(&msg(typ, to, true), &alice),
+                    Undelivered::Reroute(Jid::new(to).unwrap()),
+                    "{typ} to {to}"
+                );
+            }
+        }
+        assert_eq!(undelivered_fate(&msg("chat", "carol@localhost", true), &alice), Undelivered::Drop);
+        let no_to = Element::new("message", ns::CLIENT).with_attr("type", "chat");
+        assert_eq!(undelivered_fate(&no_to, &alice), Undelivered::Drop);
+    }
+
+    #[test]
+    fn undelivered_iq_requests_are_answered_and_the_rest_dropped() {
+        let alice = BareJid::new("alice@localhost").unwrap();
+        for typ in ["get", "set"] {
+            assert_eq!(
+                undelivered_fate(&iq(typ, "bob@localhost/x"), &alice),
+                Undelivered::Bounce(StanzaError::ServiceUnavailable)
+            );
+        }
+        for typ in ["result", "error"] {
+            assert_eq!(undelivered_fate(&iq(typ, "bob@localhost/x"), &alice), Undelivered::Drop);
+        }
+        // A roster push from the server on the account's behalf: no one to answer.
+        assert_eq!(undelivered_fate(&iq("set", "alice@localhost"), &alice), Undelivered::Drop);
+        let presence = Element::new("presence", ns::CLIENT).with_attr("from", "bob@localhost/x");
+        assert_eq!(undelivered_fate(&presence, &alice), Undelivered::Drop);
+        let subscribe = presence.with_attr("type", "subscribe").with_attr("to", "alice@localhost");
+        assert_eq!(undelivered_fate(&subscribe, &alice), Undelivered::Drop);
     }
 
     #[test]

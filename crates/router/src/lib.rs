@@ -158,6 +158,11 @@ const SHARDS: usize = 64;
 /// Number of shards of the presence-interest index.
 const INTEREST_SHARDS: usize = 16;
 
+/// Number of per-account locks of each kind (roster, offline). Accounts share a lock only when
+/// they hash alike, and no code holds two at once, so sharing costs a little waiting and never a
+/// deadlock.
+const ACCOUNT_LOCKS: usize = 256;
+
 /// Whether a roster item makes its owner want the contact's presence (subscription 'to' or
 /// 'both', RFC 6121 §4.2.2; hidden items are subscriptions in progress, not yet shown).
 pub(crate) fn wants_presence(item: &RosterItem) -> bool {
@@ -185,12 +190,33 @@ pub struct Router {
     /// Contact bare JID → local online accounts that want its presence; kept only when the bus
     /// distributes (its 0 → 1 and 1 → 0 transitions drive [`PresenceBus::watch`]/`unwatch`).
     interest: Vec<Mutex<HashMap<String, HashSet<String>>>>,
+    /// Serialize the read-modify-write of one account's roster (roster sets and removes,
+    /// subscription transitions, the first load into the cache): without it two concurrent
+    /// changes both read the old item and the second write loses the first. Sharded by bare
+    /// JID, held across the store write, never while routing (see [`Router::roster_lock`]).
+    roster_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Serialize storing an offline message with handing the stored ones out at initial
+    /// presence (XEP-0160), per account: a message that chose offline storage just before a
+    /// resource became available is otherwise stored after that resource's flush and waits for
+    /// the next login.
+    offline_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// A sink and the full JID it belongs to, collected under a lock and used after it.
 pub(crate) struct Target {
+    /// The session's full JID.
     pub(crate) jid: String,
+    /// Which bind it is, so a re-delivery can skip the session that could not take a stanza.
+    pub(crate) id: SessionId,
+    /// Where its stanzas go.
     pub(crate) sink: Arc<dyn Deliver>,
+}
+
+impl Session {
+    /// This session as a delivery target of account `bare`.
+    pub(crate) fn target(&self, bare: &str) -> Target {
+        Target { jid: format!("{bare}/{}", self.resource), id: self.id, sink: self.sink.clone() }
+    }
 }
 
 impl Router {
@@ -215,6 +241,8 @@ impl Router {
             peers,
             bus,
             interest: (0..INTEREST_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            roster_locks: (0..ACCOUNT_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            offline_locks: (0..ACCOUNT_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             cfg,
             store,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -245,6 +273,21 @@ impl Router {
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock that serializes changes to `bare`'s roster. Whoever holds it may read the item,
+    /// write the store and the cache, and push; it must not route a stanza (routing can reach
+    /// another account's roster, and two locks held at once could deadlock).
+    pub(crate) async fn roster_lock(&self, bare: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let idx = (self.hasher.hash_one(bare) as usize) % ACCOUNT_LOCKS;
+        self.roster_locks[idx].lock().await
+    }
+
+    /// The lock that serializes `bare`'s offline store and flush (see `offline_locks`). Its
+    /// holder delivers to sinks and writes the store, and routes nothing but error replies.
+    pub(crate) async fn offline_lock(&self, bare: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let idx = (self.hasher.hash_one(bare) as usize) % ACCOUNT_LOCKS;
+        self.offline_locks[idx].lock().await
+    }
+
     /// Run a store call on a blocking thread.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -266,6 +309,9 @@ impl Router {
         }
         let bare = jid.to_bare().to_string();
         let resource = jid.resource().as_str().to_owned();
+        // Loading the roster and caching it is one step against concurrent roster changes:
+        // a change written to the store after the load would otherwise be missing from the cache.
+        let _roster = self.roster_lock(&bare).await;
         let online = self.shard(&bare).contains_key(&bare);
         let loaded = if online {
             None
@@ -299,6 +345,7 @@ impl Router {
             });
             old
         };
+        drop(_roster);
         for contact in watched {
             self.set_interest(&bare, &contact, true);
         }
@@ -316,18 +363,26 @@ impl Router {
 
     /// The session `id` for `jid` ended (stream closed or connection lost). Broadcasts its
     /// unavailable presence if it was available (RFC 6121 §4.5.2, and §4.5.3 for abrupt ends).
-    pub async fn unbind(&self, jid: &FullJid, id: SessionId) {
+    ///
+    /// `undelivered` is what was queued to the session and never written to its stream; once the
+    /// session is out of the table it is handed to [`Router::reroute_undelivered`], so it is not
+    /// lost with the connection. This runs even when the session is no longer bound here (it was
+    /// replaced by a conflicting bind, or its slot moved): the queue still needs a home.
+    pub async fn unbind(&self, jid: &FullJid, id: SessionId, undelivered: Vec<ToClient>) {
         let bare = jid.to_bare().to_string();
-        let removed = {
+        let removed = 'removed: {
             let mut shard = self.shard(&bare);
-            let Some(account) = shard.get_mut(&bare) else { return };
-            let Some(pos) = account.sessions.iter().position(|s| s.id == id) else { return };
+            let Some(account) = shard.get_mut(&bare) else { break 'removed None };
+            let Some(pos) = account.sessions.iter().position(|s| s.id == id) else { break 'removed None };
             let s = account.sessions.swap_remove(pos);
             starling_telemetry::metrics().sessions.dec();
             let gone = account.sessions.is_empty().then(|| shard.remove(&bare)).flatten();
-            (s, gone)
+            Some((s, gone))
         };
-        let (removed, gone) = removed;
+        if !undelivered.is_empty() {
+            self.reroute_undelivered(&jid.to_bare(), Some(id), undelivered).await;
+        }
+        let Some((removed, gone)) = removed else { return };
         if let Some(account) = gone {
             self.drop_interests(&bare, &account);
         }
@@ -633,11 +688,11 @@ impl Router {
         let bare = full.to_bare().to_string();
         let shard = self.shard(&bare);
         let account = shard.get(&bare)?;
-        account
-            .sessions
-            .iter()
-            .find(|s| s.resource == full.resource().as_str())
-            .map(|s| Target { jid: full.to_string(), sink: s.sink.clone() })
+        account.sessions.iter().find(|s| s.resource == full.resource().as_str()).map(|s| Target {
+            jid: full.to_string(),
+            id: s.id,
+            sink: s.sink.clone(),
+        })
     }
 
     /// Whether an account exists (bound sessions imply it does).

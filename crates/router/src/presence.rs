@@ -132,12 +132,7 @@ impl Router {
         let key = bare.to_string();
         let shard = self.shard(&key);
         let Some(account) = shard.get(&key) else { return Vec::new() };
-        account
-            .sessions
-            .iter()
-            .filter(|s| s.available.is_some())
-            .map(|s| Target { jid: format!("{key}/{}", s.resource), sink: s.sink.clone() })
-            .collect()
+        account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target(&key)).collect()
     }
 
     /// The current presences of `bare`'s available resources, each with 'from' set.
@@ -173,12 +168,8 @@ impl Router {
                 visible.filter(|i| i.state.subscription.has_to()).map(|i| i.jid.clone()).collect();
             let pending_in: Vec<String> =
                 account.roster.values().filter(|i| i.state.pending_in).map(|i| i.jid.clone()).collect();
-            let own: Vec<Target> = account
-                .sessions
-                .iter()
-                .filter(|s| s.available.is_some())
-                .map(|s| Target { jid: format!("{key}/{}", s.resource), sink: s.sink.clone() })
-                .collect();
+            let own: Vec<Target> =
+                account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target(&key)).collect();
             (initial, subscribers, watched, pending_in, own)
         };
         // §4.2.2: to the user's own available resources, including the sender.

@@ -4,6 +4,11 @@
 //! [`starling_xmpp::subscription`]; this module applies their outcomes: it stores items, pushes
 //! them to interested resources, forwards and delivers the presence stanzas, and sends the
 //! presence that follows an approval or a cancellation.
+//!
+//! Every read-modify-write of an item runs under the account's roster lock
+//! ([`Router::roster_lock`]), so concurrent roster sets and subscription changes of one account
+//! apply one after the other instead of overwriting each other. Stanzas that follow a change
+//! are routed after the lock is released.
 
 use crate::{Router, CONTENT_NS};
 use starling_xml::Element;
@@ -47,11 +52,15 @@ impl Router {
                         // Prosody and ejabberd refuse self-items too; they confuse presence rules.
                         return self.bounce(&iq, StanzaError::NotAllowed);
                     }
-                    let mut item = self.load_item(&user, &jid).await.unwrap_or_else(|| RosterItem::new(&jid));
-                    item.name = name;
-                    item.groups = groups;
-                    item.hidden = false;
-                    self.save_item(&user, item).await;
+                    {
+                        let _roster = self.roster_lock(&user.to_string()).await;
+                        let mut item =
+                            self.load_item(&user, &jid).await.unwrap_or_else(|| RosterItem::new(&jid));
+                        item.name = name;
+                        item.groups = groups;
+                        item.hidden = false;
+                        self.save_item(&user, item).await;
+                    }
                     self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
                 }
                 Ok(RosterSet::Remove { jid }) => {
@@ -66,7 +75,9 @@ impl Router {
                     if st.subscription.has_from() || st.pending_in {
                         self.outbound_subscription(from, jid.clone(), SubKind::Unsubscribed).await;
                     }
+                    let _roster = self.roster_lock(&user.to_string()).await;
                     self.delete_item(&user, &jid, true).await;
+                    drop(_roster);
                     self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
                 }
             },
@@ -107,6 +118,7 @@ impl Router {
     }
 
     /// Store an item, refresh the cache, and push it to interested resources unless hidden.
+    /// The caller holds `user`'s roster lock and read the item under it.
     pub(crate) async fn save_item(&self, user: &BareJid, item: RosterItem) {
         let key = user.to_string();
         let stored = item.clone();
@@ -132,7 +144,8 @@ impl Router {
         }
     }
 
-    /// Remove an item; push the removal if the user could see it.
+    /// Remove an item; push the removal if the user could see it. The caller holds `user`'s
+    /// roster lock.
     pub(crate) async fn delete_item(&self, user: &BareJid, contact: &BareJid, visible: bool) {
         let key = user.to_string();
         let c = contact.to_string();
@@ -203,16 +216,20 @@ impl Router {
         if contact == user {
             return;
         }
-        let existing = self.load_item(&user, &contact).await;
-        let existed = existing.is_some();
-        let mut item = existing.unwrap_or_else(|| RosterItem::new(&contact));
-        let outcome = subscription::outbound(item.state, kind);
-        if outcome.changed {
-            if matches!(kind, SubKind::Subscribe | SubKind::Subscribed) {
-                item.hidden = false;
+        let outcome = {
+            let _roster = self.roster_lock(&user.to_string()).await;
+            let existing = self.load_item(&user, &contact).await;
+            let existed = existing.is_some();
+            let mut item = existing.unwrap_or_else(|| RosterItem::new(&contact));
+            let outcome = subscription::outbound(item.state, kind);
+            if outcome.changed {
+                if matches!(kind, SubKind::Subscribe | SubKind::Subscribed) {
+                    item.hidden = false;
+                }
+                self.apply_state(&user, item, existed, outcome.state).await;
             }
-            self.apply_state(&user, item, existed, outcome.state).await;
-        }
+            outcome
+        };
         if outcome.forward {
             let p = Element::new("presence", CONTENT_NS)
                 .with_attr("type", kind.as_str())
@@ -248,20 +265,24 @@ impl Router {
             }
             return;
         }
-        let existing = self.load_item(user, contact).await;
-        let existed = existing.is_some();
-        let mut item = existing.unwrap_or_else(|| {
-            let mut i = RosterItem::new(contact);
-            i.hidden = true;
-            i
-        });
-        let outcome = subscription::inbound(item.state, kind);
-        if outcome.changed {
-            if kind == SubKind::Subscribe && outcome.auto_reply_subscribed {
-                item.hidden = false;
+        let outcome = {
+            let _roster = self.roster_lock(&user.to_string()).await;
+            let existing = self.load_item(user, contact).await;
+            let existed = existing.is_some();
+            let mut item = existing.unwrap_or_else(|| {
+                let mut i = RosterItem::new(contact);
+                i.hidden = true;
+                i
+            });
+            let outcome = subscription::inbound(item.state, kind);
+            if outcome.changed {
+                if kind == SubKind::Subscribe && outcome.auto_reply_subscribed {
+                    item.hidden = false;
+                }
+                self.apply_state(user, item, existed, outcome.state).await;
             }
-            self.apply_state(user, item, existed, outcome.state).await;
-        }
+            outcome
+        };
         if outcome.auto_reply_subscribed {
             let p = Element::new("presence", CONTENT_NS)
                 .with_attr("type", "subscribed")

@@ -3,7 +3,7 @@
 
 use super::*;
 use starling_store::{derive_credentials, AccountStore, EmbeddedStore};
-use starling_xmpp::subscription::Subscription;
+use starling_xmpp::subscription::{SubKind, Subscription};
 
 #[derive(Default)]
 struct Recorder {
@@ -135,7 +135,7 @@ async fn newer_bind_of_the_same_resource_wins() {
     let (_, new, _) = online(&w, "alice@localhost/r").await;
     assert!(matches!(old.take().as_slice(), [ToClient::Close(StreamError::Conflict)]));
     // The replaced connection's late unbind must not remove the new session.
-    w.router.unbind(&j, old_id).await;
+    w.router.unbind(&j, old_id, Vec::new()).await;
     assert_eq!(w.router.session_count(), 1);
     w.router.handle_from_client(&j, chat(&j, "alice@localhost/r", "self")).await;
     assert_eq!(bodies(&new.stanzas()), vec!["self"]);
@@ -193,7 +193,7 @@ async fn subscription_handshake_then_presence_flows_and_unavailable_on_disconnec
         .any(|e| e.name == "presence" && e.attr("from") == Some("alice@localhost/a")));
 
     // Bob's connection drops: alice hears unavailable.
-    w.router.unbind(&b, b_id).await;
+    w.router.unbind(&b, b_id, Vec::new()).await;
     assert!(ra
         .stanzas()
         .iter()
@@ -338,4 +338,160 @@ async fn legacy_session_without_to_is_answered() {
     w.router.handle_from_client(&a, iq).await;
     let reply = ra.stanzas().pop().expect("a reply");
     assert_eq!((reply.attr("id"), reply.attr("type")), (Some("sess"), Some("result")));
+}
+
+fn headline(from: &FullJid, to: &str, body: &str) -> Element {
+    let mut m = chat(from, to, body);
+    m.set_attr("type", "headline");
+    m
+}
+
+fn ping_to(from: &FullJid, to: &str, id: &str) -> Element {
+    Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", id)
+        .with_attr("from", from.to_string())
+        .with_attr("to", to)
+        .with_child(Element::new("ping", ns::PING))
+}
+
+fn queued(stanzas: Vec<Element>) -> Vec<ToClient> {
+    stanzas.into_iter().map(ToClient::Stanza).collect()
+}
+
+#[tokio::test]
+async fn an_ended_sessions_queue_goes_to_another_resource_then_offline() {
+    let w = world(&["alice", "bob"]);
+    let (phone, _rp, phone_id) = online(&w, "alice@localhost/phone").await;
+    let (laptop, rl, laptop_id) = online(&w, "alice@localhost/laptop").await;
+    let (b, rb, _) = online(&w, "bob@localhost/b").await;
+    w.router.handle_from_client(&phone, presence(5)).await;
+    w.router.handle_from_client(&laptop, presence(0)).await;
+    rl.take();
+    rb.take();
+
+    // The phone's connection ends with stanzas still queued to it.
+    let left = vec![
+        chat(&b, "alice@localhost/phone", "to the phone"),
+        chat(&b, "alice@localhost", "to alice"),
+        headline(&b, "alice@localhost/phone", "news"),
+        ping_to(&b, "alice@localhost/phone", "p1"),
+        Element::new("presence", ns::CLIENT).with_attr("from", "bob@localhost/b"),
+    ];
+    w.router.unbind(&phone, phone_id, queued(left)).await;
+    // Messages reach the other available resource (§8.5.3.2.1 then §8.5.2.1.1); the iq request
+    // is answered; the presence is dropped.
+    let got = rl.stanzas();
+    assert_eq!(bodies(&got), vec!["to the phone", "to alice", "news"]);
+    assert!(!got.iter().any(|e| e.name == "presence" && e.attr("from") == Some("bob@localhost/b")));
+    let to_bob = rb.stanzas();
+    let err = to_bob.iter().find(|e| e.attr("id") == Some("p1")).expect("the ping is answered");
+    assert_eq!(err.attr("type"), Some("error"));
+    assert_eq!(err.attr("from"), Some("alice@localhost/phone"));
+    assert!(err.to_string_lossy().contains("service-unavailable"));
+
+    // The last resource goes too: chat and normal messages with a body are kept offline; a
+    // bodyless chat state and a headline are not.
+    let chat_state = Element::new("message", ns::CLIENT)
+        .with_attr("type", "chat")
+        .with_attr("from", "bob@localhost/b")
+        .with_attr("to", "alice@localhost/laptop")
+        .with_child(Element::new("composing", "http://jabber.org/protocol/chatstates"));
+    let mut normal = chat(&b, "alice@localhost", "normal one");
+    normal.set_attr("type", "normal");
+    let left = vec![
+        chat(&b, "alice@localhost/laptop", "for later"),
+        chat_state,
+        headline(&b, "alice@localhost/laptop", "stale news"),
+        normal,
+    ];
+    w.router.unbind(&laptop, laptop_id, queued(left)).await;
+    assert!(rb.stanzas().is_empty(), "stored messages are not errors");
+    let (again, ra, _) = online(&w, "alice@localhost/again").await;
+    w.router.handle_from_client(&again, presence(0)).await;
+    let got = ra.stanzas();
+    let offline: Vec<&Element> = got.iter().filter(|e| e.name == "message").collect();
+    assert_eq!(offline.len(), 2, "{got:?}");
+    assert_eq!(bodies(&got), vec!["for later", "normal one"]);
+    assert!(offline.iter().all(|m| m.get_child("delay", ns::DELAY).is_some()));
+}
+
+#[tokio::test]
+async fn a_replaced_sessions_queue_goes_to_the_session_that_replaced_it() {
+    let w = world(&["alice", "bob"]);
+    let (j, _old, old_id) = online(&w, "alice@localhost/r").await;
+    let b = full("bob@localhost/b");
+    let (_, new, _) = online(&w, "alice@localhost/r").await;
+    new.take();
+    w.router.unbind(&j, old_id, queued(vec![chat(&b, "alice@localhost/r", "queued before")])).await;
+    assert_eq!(bodies(&new.stanzas()), vec!["queued before"]);
+}
+
+#[tokio::test]
+async fn a_returned_stanza_skips_the_session_that_could_not_take_it() {
+    // A cluster edge returns a stanza its connection's queue refused while the session is still
+    // bound: it must not come straight back to that session.
+    let w = world(&["alice", "bob"]);
+    let (a, ra, a_id) = online(&w, "alice@localhost/a").await;
+    w.router.handle_from_client(&a, presence(0)).await;
+    ra.take();
+    let b = full("bob@localhost/b");
+    let back = queued(vec![chat(&b, "alice@localhost/a", "refused")]);
+    w.router.reroute_undelivered(&a.to_bare(), Some(a_id), back).await;
+    assert!(ra.stanzas().is_empty());
+    let stored = w.router.store.take_offline("alice@localhost").unwrap();
+    assert_eq!(stored.len(), 1, "kept offline instead");
+}
+
+fn roster_set(contact: &str, name: &str) -> Element {
+    Element::new("iq", ns::CLIENT)
+        .with_attr("type", "set")
+        .with_attr("id", format!("set-{contact}"))
+        .with_child(
+            Element::new("query", ns::ROSTER).with_child(
+                Element::new("item", ns::ROSTER).with_attr("jid", contact).with_attr("name", name),
+            ),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_roster_changes_of_one_account_are_all_kept() {
+    // Each contact gets a roster set (a name) and an inbound subscription request (pending_in)
+    // at once; whatever the order, the item must end up with both.
+    let w = Arc::new(world(&["alice"]));
+    let (a, _ra, _) = online(&w, "alice@localhost/a").await;
+    let contacts: Vec<String> = (0..40).map(|i| format!("c{i}@localhost")).collect();
+    let mut tasks = Vec::new();
+    for c in &contacts {
+        let (w1, a1, c1) = (w.clone(), a.clone(), c.clone());
+        tasks.push(tokio::spawn(async move {
+            w1.router.handle_from_client(&a1, roster_set(&c1, &format!("name of {c1}"))).await
+        }));
+        let (w2, user, c2) = (w.clone(), a.to_bare(), c.clone());
+        tasks.push(tokio::spawn(async move {
+            let contact = BareJid::new(&c2).unwrap();
+            let p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "subscribe")
+                .with_attr("from", c2.clone())
+                .with_attr("to", "alice@localhost");
+            w2.router.inbound_subscription(&user, &contact, SubKind::Subscribe, p).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut lost = Vec::new();
+    for c in &contacts {
+        let cached = w.router.load_item(&a.to_bare(), &BareJid::new(c).unwrap()).await;
+        let stored = w.router.store.roster_item("alice@localhost", c).unwrap();
+        for (place, item) in [("cache", cached), ("store", stored)] {
+            let ok = item.as_ref().is_some_and(|i| {
+                i.name.as_deref() == Some(format!("name of {c}").as_str()) && i.state.pending_in && !i.hidden
+            });
+            if !ok {
+                lost.push(format!("{place} {c}: {item:?}"));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "lost updates:\n{}", lost.join("\n"));
 }

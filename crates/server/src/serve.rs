@@ -9,7 +9,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use starling_edge::{Edge, EdgeConfig, SessionHost};
 use starling_router::{Router, RouterConfig};
 use starling_xml::{Element, Limits};
-use starling_xmpp::session::Deliver;
+use starling_xmpp::session::{Deliver, ToClient};
 use starling_xmpp::FullJid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,8 +35,8 @@ impl SessionHost for LocalHost {
         self.0.handle_from_client(from, stanza).await
     }
 
-    async fn unbind(&self, jid: &FullJid, id: u64) {
-        self.0.unbind(jid, id).await
+    async fn unbind(&self, jid: &FullJid, id: u64, undelivered: Vec<ToClient>) {
+        self.0.unbind(jid, id, undelivered).await
     }
 
     fn component_connected(&self, domain: &str, sink: Arc<dyn Deliver>) -> bool {

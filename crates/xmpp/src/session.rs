@@ -24,6 +24,18 @@ pub trait Deliver: Send + Sync {
     /// Queue `item` for the session. Returns false when the session is gone or cannot keep up
     /// (its queue is full); the caller then treats the session as unavailable for this stanza.
     fn deliver(&self, item: ToClient) -> bool;
+
+    /// Like [`Deliver::deliver`], but a refused item comes back to the caller, who still owes it
+    /// a fate (a cluster edge returns it to the router). The default copies the item first;
+    /// queues that can hand a refused item back override it.
+    fn try_deliver(&self, item: ToClient) -> Result<(), ToClient> {
+        let kept = item.clone();
+        if self.deliver(item) {
+            Ok(())
+        } else {
+            Err(kept)
+        }
+    }
 }
 
 /// Parse one serialized, self-contained stanza (as written by [`Element::to_bytes`]).
