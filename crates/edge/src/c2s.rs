@@ -4,7 +4,7 @@
 //! The connection is a single task: it reads into the framer's buffer, handles every complete
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
-use crate::io::{random_id, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
+use crate::io::{random_id, read_into, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,7 +16,6 @@ use starling_xmpp::stanza::{error_reply, kind_of, kind_of_bytes};
 use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -128,7 +127,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         domain: String::new(),
         auth_failures: 0,
         rx: None,
-        out: Vec::with_capacity(4096),
+        out: Vec::new(),
         unwritten: Vec::new(),
         mechanism: "",
         handshake_deadline,
@@ -196,11 +195,15 @@ impl<H: SessionHost> Client<H> {
                 Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
                 _ => self.handshake_deadline,
             };
-            if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
+            if matches!(conn, Conn::Plain(_)) && self.parser.buffered_len() == 0 {
+                // Idle memory: nothing half-read, so hold no buffer while waiting (`read_into`
+                // reserves once bytes are there).
+                self.parser.release_idle_buffer();
+            } else if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
                 self.parser.buffer_mut().reserve(8192);
             }
             tokio::select! {
-                r = conn.read_buf(self.parser.buffer_mut()) => match r {
+                r = read_into(conn, self.parser.buffer_mut()) => match r {
                     Ok(0) | Err(_) => return Step::Close,
                     Ok(_) => self.last_received = Instant::now(),
                 },
@@ -262,7 +265,13 @@ impl<H: SessionHost> Client<H> {
         if self.flush_out(conn).await.is_err() {
             return Some(Step::Close);
         }
-        self.unwritten.clear();
+        if self.rx.as_ref().is_none_or(|rx| rx.is_empty()) {
+            // Nothing more to write right now: an idle session keeps no write buffers.
+            self.out = Vec::new();
+            self.unwritten = Vec::new();
+        } else {
+            self.unwritten.clear();
+        }
         None
     }
 

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A client or component connection: plain TCP, or TLS over TCP (after STARTTLS or direct TLS).
@@ -143,10 +143,58 @@ pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str, v
 /// The closing tag of a stream.
 pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";
 
+/// Read what the peer sent into `buf`. On a plain TCP stream with no buffer allocated (an idle
+/// connection released it), wait until the socket is readable and only then reserve, so an idle
+/// session holds no read buffer. TLS streams keep their own buffers; they read directly.
+pub async fn read_into(conn: &mut Conn, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+    match conn {
+        Conn::Plain(tcp) if buf.capacity() == 0 => loop {
+            tcp.readable().await?;
+            buf.reserve(READ_CHUNK);
+            match tcp.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        },
+        _ => conn.read_buf(buf).await,
+    }
+}
+
+/// Bytes reserved for one read on a connection that had released its buffer.
+const READ_CHUNK: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn an_idle_plain_connection_reads_without_a_buffer_held_in_advance() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut conn = Conn::Plain(listener.accept().await.unwrap().0);
+        let mut buf = bytes::BytesMut::new();
+        {
+            let reading = read_into(&mut conn, &mut buf);
+            tokio::pin!(reading);
+            assert!(futures_poll_once(reading.as_mut()).await.is_none(), "nothing sent yet");
+            peer.write_all(b"<presence/>").await.unwrap();
+            assert_eq!(reading.await.unwrap(), 11);
+        }
+        assert_eq!(&buf[..], b"<presence/>");
+        drop(peer);
+        assert_eq!(read_into(&mut conn, &mut bytes::BytesMut::new()).await.unwrap(), 0, "end of stream");
+    }
+
+    /// Poll `f` once: `Some` if it finished.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| match Pin::new(&mut f).poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
 
     #[tokio::test]
     async fn a_peer_that_stops_reading_times_the_write_out() {

@@ -204,6 +204,14 @@ impl StreamParser {
         &mut self.buf
     }
 
+    /// Give the buffer's memory back when nothing is buffered, so an idle connection holds no
+    /// read buffer; the next reader reserves again.
+    pub fn release_idle_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Bytes received but not yet consumed by an event.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()
