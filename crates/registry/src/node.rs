@@ -529,7 +529,8 @@ fn refusal(e: RaftWriteError) -> Refusal {
 }
 
 /// What a new leader assumes of its members' liveness (pure; unit-tested). It has heard from
-/// nobody yet, so everyone gets a full `down_after` from `now` to report, except the leader it
+/// nobody yet, so every member not already down gets a full `down_after` from `now` to report
+/// (down members must report to come back), except the leader it
 /// replaces: an election only starts after that one was silent for `election_min`, so its
 /// silence is counted from then, and a dead leader loses its slots that much sooner.
 fn assumed_seen(
@@ -540,6 +541,9 @@ fn assumed_seen(
 ) -> HashMap<u64, Seen> {
     members
         .values()
+        // A member already down stays down until it reports: assuming it alive would hand it
+        // slots again (and take them away once more a moment later).
+        .filter(|m| m.state != MemberState::Down)
         .map(|m| {
             let at = if Some(m.id) == previous_leader {
                 now.checked_sub(election_min).unwrap_or(now)
@@ -786,5 +790,11 @@ mod tests {
         );
         let without_predecessor = assumed_seen(&state.members, None, election_min, now);
         assert!(without_predecessor.values().all(|s| s.at == now));
+
+        // Router 1 is down when yet another leader takes over: it is not brought back.
+        state.apply(&Command::SetMemberState { id: 1, state: MemberState::Down });
+        let seen = assumed_seen(&state.members, Some(2), election_min, now);
+        assert!(!seen.contains_key(&1), "a down member is not assumed alive");
+        assert_eq!(liveness_changes(&state, &seen, &BTreeSet::new(), down_after, now), vec![]);
     }
 }
