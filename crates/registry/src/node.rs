@@ -498,6 +498,15 @@ impl RegistryNode {
         for c in &cmds {
             tracing::info!(change = ?c, "registry: liveness");
         }
+        // A member going down must report again to come back: forget what was heard from it
+        // (a refused connection can mark it down while its last report is still recent).
+        if let Ok(mut seen) = self.seen.lock() {
+            for c in &cmds {
+                if let Command::SetMemberState { id, state: MemberState::Down } = c {
+                    seen.remove(id);
+                }
+            }
+        }
         if let Err(e) = self.write(cmds).await {
             tracing::warn!(error = ?e, "registry: could not write a liveness change");
         }
