@@ -5,6 +5,7 @@
 #   bash benches/cluster.sh                          # USERS=100 RUNS=1 DURATION=8
 #   USERS=100 RUNS=3 DURATION=10 bash benches/cluster.sh
 #   RECOVERY="3:follower 3:leader 2:follower" bash benches/cluster.sh   # the recovery cases
+#   SKIP_MESH=1 SKIP_SERVE=1 RECOVERY= PRESENCE="50:1000 500:600" bash benches/cluster.sh  # presence only
 #
 # With two CPUs, every server process (redis, routers, edges, serve) is pinned to CPU 0 and the
 # load generator to CPU 1. Senders log in through edge 1 and receivers through edge 2, and the
@@ -18,6 +19,15 @@
 # ordered pair of routers, so some pairs do not involve the killed router (they show the
 # unaffected path). The recovery time is loadgen's `max_gap_ms`: the longest silence of any pair.
 # Timings are the configuration defaults unless STARLING_CLUSTER__* are set in the environment.
+#
+# Presence fan-out (`PRESENCE`, cases `K:U`, default one case 50:1000; empty skips): for each case
+# a ring of U accounts (k{K}n{U}u1 …), each mutually subscribed to its K nearest, made once with
+# loadgen's presence-setup (the ordinary subscription protocol), then PRESENCE_RUNS measurements of
+# PRESENCE_ROUNDS rounds in which every user changes status. On the cluster (a fresh one: 2
+# routers + 2 edges) even users log in through edge 1 and odd ones through edge 2, so half of each
+# user's contacts sit on the other edge, and about half (the layout line says how many) are homed
+# on the other router. `serve` then runs the same cases; its database lives on tmpfs (/dev/shm),
+# as the cluster's Redis keeps no persistence, so neither pays for fsync while rosters are made.
 #
 # Knobs: SKIP_MESH=1 / SKIP_SERVE=1 skip parts, RECOVERY= (empty) skips recovery, KEEP_WORK=1 keeps
 # the processes' logs, NAME names the result files, LOG_LEVEL sets the servers' log filter.
@@ -39,6 +49,12 @@ KILL_AFTER=${KILL_AFTER:-5}
 LOG_LEVEL=${LOG_LEVEL:-info,openraft=warn}
 SKIP_SERVE=${SKIP_SERVE:-}
 SKIP_MESH=${SKIP_MESH:-}
+PRESENCE=${PRESENCE-"50:1000"}  # K:U cases; PRESENCE= (empty) skips the presence fan-out
+PRESENCE_RUNS=${PRESENCE_RUNS:-$RUNS}
+PRESENCE_ROUNDS=${PRESENCE_ROUNDS:-3}
+PRESENCE_RATE=${PRESENCE_RATE:-0}             # changes/s; 0 = every user at once
+PRESENCE_ROUND_SECS=${PRESENCE_ROUND_SECS:-60}   # bound on each round (and the initial presences)
+PRESENCE_SETUP_SECS=${PRESENCE_SETUP_SECS:-1200} # bound on making one case's rosters
 PW=password
 OUT=target/bench
 NAME=${NAME:-cluster}
@@ -60,7 +76,7 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   PIDS=()
-  if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
+  if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK" ${PDIR:+"$PDIR"}; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -309,7 +325,92 @@ if [ -z "$SKIP_SERVE" ]; then
   echo "serve done at $((SECONDS - T0)) s" >&2
 fi
 
-# ---- (c) recovery after a router SIGKILL ----
+# ---- (c) presence fan-out: the cluster, then serve, each case K:U ----
+presence_names() { # K U: the file of the ring's account names (k{K}n{U}u1 …)
+  local f="$WORK/names-presence-$1-$2"
+  [ -s "$f" ] || seq "$2" | sed "s/^/k$1n$2u/" > "$f"
+  echo "$f"
+}
+gen_presence() { # label users-file pids addr addr2 K U scenario args...
+  local label=$1 users=$2 pids=$3 addr=$4 addr2=$5 k=$6 u=$7 scenario=$8; shift 8
+  timeout $((PRESENCE_SETUP_SECS + (PRESENCE_ROUNDS + 2) * PRESENCE_ROUND_SECS + 300)) taskset -c 1 "$LOADGEN" \
+    --scenario "$scenario" --addr "$addr" --addr2 "$addr2" --users-file "$users" --password "$PW" \
+    --server-pid "$pids" --aux-pid "$REDIS_PID" --label "$label" --clients "$u" --contacts "$k" \
+    --concurrency 50 --setup-timeout "$PRESENCE_SETUP_SECS" --duration "$PRESENCE_ROUND_SECS" "$@" | tee -a "$RES"
+}
+presence_cases() { # label pids addr addr2
+  local case k u names run
+  for case in $PRESENCE; do
+    k=${case%%:*} u=${case#*:}
+    names=$(presence_names "$k" "$u")
+    echo "== presence $1: K=$k U=$u (setup, then $PRESENCE_RUNS runs)" >&2
+    gen_presence "$1" "$names" "$2" "$3" "$4" "$k" "$u" presence-setup
+    for run in $(seq "$PRESENCE_RUNS"); do
+      gen_presence "$1" "$names" "$2" "$3" "$4" "$k" "$u" presence --rounds "$PRESENCE_ROUNDS" \
+        --rate "$PRESENCE_RATE"
+    done
+  done
+}
+# How many of the ring's contact pairs are homed on different routers (and log in on different edges).
+presence_layout() { # names-file K U
+  local homes="$1.homes" n
+  while read -r n; do
+    echo "$n $(timeout 10 "$STARLING" cluster --addr "${ROUTER_GRPC[0]}" locate "$n@localhost" |
+      awk '{for (i = 1; i < NF; i++) if ($i == "router") print $(i + 1)}')"
+  done < "$1" > "$homes"
+  python3 - "$homes" "$2" "$3" >> "$RES" <<'EOF'
+import json, sys
+homes = [l.split() for l in open(sys.argv[1])]
+k, u = int(sys.argv[2]), int(sys.argv[3])
+home = [h[1] if len(h) == 2 else None for h in homes]
+pairs = [(i, (i + d) % u) for i in range(u) for d in range(1, k // 2 + 1)]
+cross = sum(1 for i, j in pairs if home[i] != home[j])
+edges = sum(1 for i, j in pairs if i % 2 != j % 2)
+print(json.dumps({"scenario": "presence-layout", "label": "cluster", "contacts": k, "users": u,
+                  "pairs": len(pairs), "cross_router_fraction": round(cross / len(pairs), 3),
+                  "cross_edge_fraction": round(edges / len(pairs), 3),
+                  "users_by_router": {r: home.count(r) for r in sorted(set(h for h in home if h))}}))
+EOF
+  tail -n1 "$RES" >&2
+}
+
+if [ -n "$PRESENCE" ]; then
+  echo "== presence: cluster (2 routers + 2 edges)" >&2
+  start_cluster 2
+  for case in $PRESENCE; do
+    names=$(presence_names "${case%%:*}" "${case#*:}")
+    create_users "$names"
+    presence_layout "$names" "${case%%:*}" "${case#*:}"
+  done
+  pid_roles cluster
+  ALL=$(IFS=,; echo "${ROUTER_PIDS[*]},${EDGE_PIDS[*]}")
+  presence_cases cluster "$ALL" "${EDGE_C2S[0]}" "${EDGE_C2S[1]}"
+  stop_cluster
+  echo "presence (cluster) done at $((SECONDS - T0)) s" >&2
+
+  echo "== presence: serve" >&2
+  PDIR=$(mktemp -d /dev/shm/starling-presence-serve.XXXXXX 2>/dev/null || mktemp -d "$WORK/presence-serve.XXXXXX")
+  (
+    unset STARLING_STORE__BACKEND STARLING_STORE__REDIS_URLS
+    export STARLING_DATA_DIR="\"$PDIR\"" STARLING_C2S__LISTEN=127.0.0.1:0 STARLING_C2S__DIRECT_TLS_LISTEN= \
+      STARLING_C2S__STARTTLS_REQUIRED=false STARLING_C2S__ALLOW_PLAINTEXT_AUTH=true STARLING_HTTP__LISTEN= \
+      STARLING_LOG__LEVEL="$LOG_LEVEL"
+    for case in $PRESENCE; do
+      while read -r n; do timeout 30 "$STARLING" user add "$n@localhost" --password "$PW" >/dev/null; done \
+        < "$(presence_names "${case%%:*}" "${case#*:}")"
+    done
+    exec taskset -c 0 "$STARLING" serve >"$PDIR/stdout" 2>"$PDIR/stderr"
+  ) &
+  PSERVE_PID=$!
+  PIDS+=("$PSERVE_PID")
+  PADDR=$(announced "$PDIR/stdout" c2s 300)
+  echo "{\"scenario\":\"pids\",\"label\":\"serve\",\"pids\":{\"$PSERVE_PID\":\"serve\"}}" >> "$RES"
+  presence_cases serve "$PSERVE_PID" "$PADDR" "$PADDR"
+  stop_pids "$PSERVE_PID"
+  echo "presence (serve) done at $((SECONDS - T0)) s" >&2
+fi
+
+# ---- (d) recovery after a router SIGKILL ----
 for case in $RECOVERY; do
   n=${case%%:*} which=${case#*:}
   label="recovery-${n}r-$which"

@@ -5,6 +5,16 @@
 #
 #   bash benches/compare.sh                 # USERS=100 RUNS=3 DURATION=10
 #   USERS=200 RUNS=5 bash benches/compare.sh
+#   PARTS=presence bash benches/compare.sh  # only the presence fan-out
+#
+# PARTS picks what runs: `basic` (login, messages, idle) and `presence` (the fan-out: a ring of
+# PRESENCE_USERS users with PRESENCE_CONTACTS mutual contacts each, made once per server with
+# loadgen's presence-setup through the ordinary subscription protocol, then RUNS measurements of
+# PRESENCE_ROUNDS rounds in which every user changes status; PRESENCE_RATE changes/s, 0 = all at
+# once). The ring's accounts are named after its shape (PRESENCE_PREFIX, e.g. k50n1000u1 …), so
+# rosters of another shape never add contacts. ejabberd keeps accounts and rosters in
+# /var/lib/ejabberd between runs, so its setup finds them made; Starling and Prosody start from
+# fresh data directories.
 #
 # Writes one JSON line per measurement to target/bench/results.jsonl and the table to
 # target/bench/table.md (copied into docs/benchmarks.md by hand with the run's context).
@@ -15,6 +25,14 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 PAIRS=${PAIRS:-50}
 SERVERS=${SERVERS:-"starling prosody ejabberd"}
+PARTS=${PARTS:-"basic presence"}
+PRESENCE_USERS=${PRESENCE_USERS:-1000}
+PRESENCE_CONTACTS=${PRESENCE_CONTACTS:-50}
+PRESENCE_ROUNDS=${PRESENCE_ROUNDS:-3}
+PRESENCE_RATE=${PRESENCE_RATE:-0}
+PRESENCE_ROUND_SECS=${PRESENCE_ROUND_SECS:-60}   # bound on each round (and the initial presences)
+PRESENCE_SETUP_SECS=${PRESENCE_SETUP_SECS:-1200} # bound on making the rosters
+PRESENCE_PREFIX=${PRESENCE_PREFIX:-k${PRESENCE_CONTACTS}n${PRESENCE_USERS}u}
 PW=password
 OUT=target/bench
 mkdir -p "$OUT"
@@ -47,13 +65,37 @@ gen() { # label port pid scenario args...
     --password "$PW" --server-pid "$pid" --label "$label" "$@" | tee -a "$OUT/results.jsonl"
 }
 
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+# The accounts each server needs, one name a line: user1 … userUSERS, then the presence ring's.
+accounts() {
+  seq "$USERS" | sed 's/^/user/'
+  if has_part presence; then seq "$PRESENCE_USERS" | sed "s/^/$PRESENCE_PREFIX/"; fi
+}
+
+gen_presence() { # label port pid scenario args...: longer bounds than gen
+  local label=$1 port=$2 pid=$3 scenario=$4; shift 4
+  timeout $((PRESENCE_SETUP_SECS + (PRESENCE_ROUNDS + 2) * PRESENCE_ROUND_SECS + 300)) taskset -c 1 "$LOADGEN" \
+    --scenario "$scenario" --addr "127.0.0.1:$port" --prefix "$PRESENCE_PREFIX" --password "$PW" --server-pid "$pid" \
+    --label "$label" --clients "$PRESENCE_USERS" --contacts "$PRESENCE_CONTACTS" --concurrency 50 \
+    --setup-timeout "$PRESENCE_SETUP_SECS" --duration "$PRESENCE_ROUND_SECS" "$@" | tee -a "$OUT/results.jsonl"
+}
+
 scenarios() { # label port pid
-  for run in $(seq "$RUNS"); do
-    gen "$1" "$2" "$3" login --clients "$USERS" --concurrency 50 --mech scram-sha-1
-    gen "$1" "$2" "$3" messages --pairs "$PAIRS" --duration "$DURATION" --rate 0 --body 100
-    gen "$1" "$2" "$3" messages --pairs "$PAIRS" --duration "$DURATION" --rate 5000 --body 100
-  done
-  gen "$1" "$2" "$3" idle --clients "$USERS" --concurrency 50 --duration 3
+  if has_part basic; then
+    for run in $(seq "$RUNS"); do
+      gen "$1" "$2" "$3" login --clients "$USERS" --concurrency 50 --mech scram-sha-1
+      gen "$1" "$2" "$3" messages --pairs "$PAIRS" --duration "$DURATION" --rate 0 --body 100
+      gen "$1" "$2" "$3" messages --pairs "$PAIRS" --duration "$DURATION" --rate 5000 --body 100
+    done
+    gen "$1" "$2" "$3" idle --clients "$USERS" --concurrency 50 --duration 3
+  fi
+  if has_part presence; then
+    # Rosters once (verified on a sample), then measurements that only log in and change status.
+    gen_presence "$1" "$2" "$3" presence-setup
+    for run in $(seq "$RUNS"); do
+      gen_presence "$1" "$2" "$3" presence --rounds "$PRESENCE_ROUNDS" --rate "$PRESENCE_RATE"
+    done
+  fi
 }
 
 run_starling() {
@@ -61,7 +103,7 @@ run_starling() {
   export STARLING_DATA_DIR="\"$dir\"" STARLING_C2S__LISTEN=127.0.0.1:35222 STARLING_C2S__DIRECT_TLS_LISTEN= \
     STARLING_C2S__STARTTLS_REQUIRED=false STARLING_C2S__ALLOW_PLAINTEXT_AUTH=true STARLING_HTTP__LISTEN= \
     STARLING_LOG__LEVEL=warn
-  for i in $(seq "$USERS"); do "$STARLING" user add "user$i@localhost" --password "$PW" >/dev/null; done
+  for n in $(accounts); do "$STARLING" user add "$n@localhost" --password "$PW" >/dev/null; done
   taskset -c 0 "$STARLING" serve >"$dir/stdout" 2>"$dir/stderr" &
   local pid=$!
   wait_port 127.0.0.1:35222 30
@@ -78,7 +120,16 @@ run_prosody() {
   for i in $(seq "$USERS"); do
     su -s /bin/sh prosody -c "prosodyctl --config $dir/prosody.cfg.lua register user$i localhost $PW" >/dev/null
   done
-  su -s /bin/sh prosody -c "taskset -c 0 prosody --config $dir/prosody.cfg.lua"
+  if has_part presence; then
+    # One prosodyctl call per account would take minutes for a thousand: register the ring's first
+    # account and copy its file (a SCRAM record does not depend on the user name).
+    su -s /bin/sh prosody -c \
+      "prosodyctl --config $dir/prosody.cfg.lua register ${PRESENCE_PREFIX}1 localhost $PW" >/dev/null
+    local acc="$dir/data/localhost/accounts" i
+    for i in $(seq 2 "$PRESENCE_USERS"); do cp -p "$acc/${PRESENCE_PREFIX}1.dat" "$acc/$PRESENCE_PREFIX$i.dat"; done
+  fi
+  # su starts from PAM's soft limit of 1024 open files, too few for the presence ring's sessions.
+  su -s /bin/sh prosody -c "ulimit -n \$(ulimit -Hn) && taskset -c 0 prosody --config $dir/prosody.cfg.lua"
   wait_port 127.0.0.1:35223 30
   scenarios prosody 35223 "$(cat "$dir/prosody.pid")"
   kill "$(cat "$dir/prosody.pid")" || true
@@ -89,10 +140,20 @@ run_ejabberd() {
   local cfg=/etc/ejabberd/ejabberd.yml
   [ -f "$cfg.starling-bench-backup" ] || cp "$cfg" "$cfg.starling-bench-backup"
   sed "s#@PORT@#35224#g" benches/peers/ejabberd.yml > "$cfg"
-  ulimit -n 65536 || true
-  taskset -c 0 ejabberdctl start
+  # As the ejabberd user, so it keeps the raised open-files limit (ejabberdctl run by root starts
+  # it through su, which resets it to PAM's 1024: too few for the presence ring's sessions).
+  su -s /bin/sh ejabberd -c "cd /var/lib/ejabberd && ulimit -n \$(ulimit -Hn) && HOME=/var/lib/ejabberd \
+    taskset -c 0 ejabberdctl start" || { echo "ejabberdctl start failed (a node still running?)" >&2; return 1; }
   ejabberdctl started
-  for i in $(seq "$USERS"); do ejabberdctl register "user$i" localhost "$PW" >/dev/null 2>&1 || true; done
+  # Accounts persist in /var/lib/ejabberd. Each ejabberdctl call starts a VM (~0.3 s, minutes for a
+  # thousand), so one erl_call on the running node registers them all (existing ones are kept).
+  if have erl_call; then
+    accounts | sed "s/.*/<<\"&\">>/" | paste -sd, |
+      sed "s/.*/[ejabberd_auth:try_register(U, <<\"localhost\">>, <<\"$PW\">>) || U <- [&]], ok./" |
+      erl_call -sname ejabberd@localhost -c "$(cat /var/lib/ejabberd/.erlang.cookie)" -e >/dev/null
+  else
+    for n in $(accounts); do ejabberdctl register "$n" localhost "$PW" >/dev/null 2>&1 || true; done
+  fi
   wait_port 127.0.0.1:35224 30
   local pid; pid=$(pgrep -f 'beam.smp.*ejabberd' | head -n1)
   taskset -acp 0 "$pid" >/dev/null

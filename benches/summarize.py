@@ -3,6 +3,7 @@
 - benches/compare.sh's results.jsonl: Starling against Prosody and ejabberd (ratios against Starling).
 - benches/cluster.sh's cluster.jsonl: the cluster against `serve` (ratios cluster / serve), with the
   CPU split by role and the recovery after a router kill.
+- Both: the presence fan-out (`presence` lines), one table per contact count K.
 """
 import json
 import statistics
@@ -127,8 +128,134 @@ def cluster_tables(rows):
                   f"| {r['reordered']} | {r['errors_to_senders']} |")
 
 
+def num(v):
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def med_spread(vals):
+    vals = [float(v) for v in vals if isinstance(v, (int, float))]
+    if not vals:
+        return None, ""
+    spread = f" ({num(min(vals))}–{num(max(vals))})" if len(vals) > 1 else ""
+    return statistics.median(vals), spread
+
+
+def presence_tables(rows, labels, ratio_of):
+    """The presence fan-out: one table per contact count K, columns `labels`, and ratios.
+
+    ratio_of(meds, higher_better) gives the ratio cells from the medians per label."""
+    roles = {}
+    for r in rows:
+        if r["scenario"] == "pids":
+            roles.setdefault(r["label"], {}).update(r["pids"])
+
+    def per_delivery(r, prefix):
+        per = r.get("server_cpu_s_per_pid") or {}
+        secs = sum(v for pid, v in per.items() if roles.get(r["label"], {}).get(pid, "").startswith(prefix))
+        return secs * 1e6 / max(1, r.get("received", 0))
+
+    def busy(r, key):
+        v = r.get(key)
+        return v / r["measure_s"] if isinstance(v, (int, float)) and r.get("measure_s") else None
+
+    ms = lambda key: lambda r: r[key] / 1000 if isinstance(r.get(key), (int, float)) else None
+    metrics = [
+        ("presence deliveries/s (per run: median of its rounds)", lambda r: r.get("deliveries_per_s"), True),
+        ("server CPU µs per delivery", lambda r: r.get("server_cpu_us_per_delivery"), False),
+        ("… of which the edges", lambda r: per_delivery(r, "edge"), False),
+        ("… of which the routers", lambda r: per_delivery(r, "router"), False),
+        ("Redis CPU µs per delivery (not in the sums)",
+         lambda r: sum((r.get("aux_cpu_s_per_pid") or {}).values()) * 1e6 / max(1, r.get("received", 0)), False),
+        ("server CPU busy while measuring (cores)", lambda r: busy(r, "server_cpu_s"), False),
+        ("generator CPU busy while measuring (cores)", lambda r: busy(r, "generator_cpu_s"), False),
+        ("delivery latency p50 ms", ms("p50_us"), False),
+        ("delivery latency p99 ms", ms("p99_us"), False),
+        ("delivery latency max ms", ms("max_us"), False),
+        ("time for all contacts to hear a change, p50 ms", ms("all_heard_p50_us"), False),
+        ("time for all contacts to hear a change, p99 ms", ms("all_heard_p99_us"), False),
+        ("login of all users, s", lambda r: r.get("login_s"), False),
+    ]
+    ks = sorted({r["contacts"] for r in rows if r["scenario"] == "presence" and r.get("label") in labels})
+    for k in ks:
+        pres = {l: [r for r in rows if r["scenario"] == "presence" and r.get("label") == l and r["contacts"] == k]
+                for l in labels}
+        setups = {l: [r for r in rows if r["scenario"] == "presence-setup" and r.get("label") == l
+                      and r["contacts"] == k] for l in labels}
+        users = sorted({r["users"] for l in labels for r in pres[l]})
+        rounds = sorted({r["rounds"] for l in labels for r in pres[l]})
+        nruns = {l: len(pres[l]) for l in labels}
+        print(f"\nPresence fan-out, K={k} contacts, U={'/'.join(map(str, users))} users, "
+              f"{'/'.join(map(str, rounds))} rounds per run, runs: "
+              + ", ".join(f"{l} {n}" for l, n in nruns.items()) + "\n")
+        present = [l for l in labels if pres[l]]
+        ratio_heads = ratio_of(None, True)
+        print("| measure | " + " | ".join(present) + (" | " + " | ".join(ratio_heads) if ratio_heads else "") + " |")
+        print("|---" * (1 + len(present) + len(ratio_heads)) + "|")
+        for title, get, higher in metrics:
+            cells, meds = [], {}
+            for l in present:
+                m, spread = med_spread([get(r) for r in pres[l]])
+                if m is None or (title.startswith(("…", "Redis")) and not any(
+                        roles.get(l, {}).get(p, "").startswith(("edge", "router")) for p in roles.get(l, {}))):
+                    cells.append("–")
+                    continue
+                meds[l] = m
+                cells.append(f"{num(m)}{spread}")
+            if not meds:
+                continue
+            rc = ratio_of(meds, higher) if not title.startswith(("…", "Redis", "generator")) else ["–"] * len(
+                ratio_heads)
+            print(f"| {title} | " + " | ".join(cells) + (" | " + " | ".join(rc) if ratio_heads else "") + " |")
+        lost = [", ".join(f"{r['lost']}/{r['expected']}" for r in pres[l]) or "–" for l in present]
+        print("| deliveries lost / expected (each run) | " + " | ".join(lost)
+              + (" | " + " | ".join("–" for _ in ratio_heads) if ratio_heads else "") + " |")
+        odd = [", ".join(f"{r['duplicates']}/{r['strangers']}/{r['failed_sessions']}" for r in pres[l]) or "–"
+               for l in present]
+        print("| duplicates / strangers / failed sessions (each run) | " + " | ".join(odd)
+              + (" | " + " | ".join("–" for _ in ratio_heads) if ratio_heads else "") + " |")
+        init = [", ".join(f"{r['initial_complete_users']}/{r['users']} in {r['initial_wait_s']:.1f} s"
+                          for r in pres[l]) or "–" for l in present]
+        print("| users that heard all initial presences | " + " | ".join(init)
+              + (" | " + " | ".join("–" for _ in ratio_heads) if ratio_heads else "") + " |")
+        st = []
+        for l in present:
+            s = setups[l]
+            st.append(", ".join(f"{r['setup_s']:.0f} s ({r['items_already_both']} items already both; "
+                                f"sample {r['verified_users']} verified {'ok' if r['verified_ok'] else 'NOT ok'})"
+                                for r in s) or "–")
+        print("| roster setup (not measured: informational) | " + " | ".join(st)
+              + (" | " + " | ".join("–" for _ in ratio_heads) if ratio_heads else "") + " |")
+        for lay in (r for r in rows if r["scenario"] == "presence-layout" and r["contacts"] == k):
+            print(f"\nLayout: {lay['cross_router_fraction']:.0%} of the ring's contact pairs are homed on "
+                  f"different routers, {lay['cross_edge_fraction']:.0%} log in on different edges "
+                  f"(users by router: {lay['users_by_router']}).")
+
+
+def cluster_ratio(meds, higher):
+    if meds is None:
+        return ["cluster / serve"]
+    if meds.get("serve") and "cluster" in meds:
+        return [f"{meds['cluster'] / meds['serve']:.2f}"]
+    return ["–"]
+
+
+def compare_ratio(meds, higher):
+    others = ("prosody", "ejabberd")
+    if meds is None:
+        return [f"starling vs {o}" for o in others]
+    out = []
+    for o in others:
+        if meds.get("starling") and meds.get(o):
+            r = meds["starling"] / meds[o] if higher else meds[o] / meds["starling"]
+            out.append(f"{r:.2f}× {'better' if r >= 1 else 'worse'}")
+        else:
+            out.append("–")
+    return out
+
+
 if any(r.get("label") in ("cluster", "serve") or r["scenario"] == "kill" for r in rows):
     cluster_tables(rows)
+    presence_tables(rows, ["cluster", "serve"], cluster_ratio)
     sys.exit(0)
 
 metrics = [
@@ -148,24 +275,34 @@ for r in rows:
             v = r.get(key)
             if isinstance(v, (int, float)) or (isinstance(v, str) and v.replace(".", "", 1).isdigit()):
                 values[(r["label"], scen, want_rate, key)].append(float(v))
-labels = [l for l in ("starling", "prosody", "ejabberd") if any(k[0] == l for k in values)]
-print("| measure | " + " | ".join(labels) + " | " + " | ".join(f"starling vs {l}" for l in labels[1:]) + " |")
-print("|---" * (1 + 2 * len(labels) - 1) + "|")
-for scen, rate, key, title, higher_better in metrics:
-    cells, meds = [], {}
-    for l in labels:
-        v = values.get((l, scen, rate, key), [])
-        if not v:
-            cells.append("–")
-            continue
-        meds[l] = statistics.median(v)
-        spread = f" ({min(v):.4g}–{max(v):.4g})" if len(v) > 1 else ""
-        cells.append(f"{meds[l]:.4g}{spread}")
-    ratios = []
-    for l in labels[1:]:
-        if "starling" in meds and l in meds and meds["starling"] and meds[l]:
-            r = meds["starling"] / meds[l] if higher_better else meds[l] / meds["starling"]
-            ratios.append(f"{r:.2f}× {'better' if r >= 1 else 'worse'}")
-        else:
-            ratios.append("–")
-    print(f"| {title} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
+def basic_table(values):
+    labels = [l for l in ("starling", "prosody", "ejabberd") if any(k[0] == l for k in values)]
+    print("| measure | " + " | ".join(labels) + " | " + " | ".join(f"starling vs {l}" for l in labels[1:]) + " |")
+    print("|---" * (1 + 2 * len(labels) - 1) + "|")
+    for scen, rate, key, title, higher_better in metrics:
+        cells, meds = [], {}
+        for l in labels:
+            v = values.get((l, scen, rate, key), [])
+            if not v:
+                cells.append("–")
+                continue
+            meds[l] = statistics.median(v)
+            spread = f" ({min(v):.4g}–{max(v):.4g})" if len(v) > 1 else ""
+            cells.append(f"{meds[l]:.4g}{spread}")
+        ratios = []
+        for l in labels[1:]:
+            if "starling" in meds and l in meds and meds["starling"] and meds[l]:
+                r = meds["starling"] / meds[l] if higher_better else meds[l] / meds["starling"]
+                ratios.append(f"{r:.2f}× {'better' if r >= 1 else 'worse'}")
+            else:
+                ratios.append("–")
+        print(f"| {title} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
+if values:
+    basic_table(values)
+if any(r["scenario"] == "presence" for r in rows):
+    presence_tables(rows, [l for l in ("starling", "prosody", "ejabberd") if any(
+        r.get("label") == l and r["scenario"] == "presence" for r in rows)], compare_ratio)

@@ -5,8 +5,11 @@
 //! - `idle`: N authenticated sessions held → server RSS growth per session.
 //! - `messages`: P sender→receiver pairs, fixed total rate or unlimited, body size B, for D seconds →
 //!   delivered/s, latency p50/p90/p99/max, loss, reordering, server CPU per delivered message.
-//! - `presence`: U users in a ring, each mutually subscribed to K neighbours; every user changes
-//!   status once → deliveries/s and the time for all contacts to hear.
+//! - `presence`: U users in a ring, each mutually subscribed to K neighbours; in each of R rounds
+//!   every user changes status once → deliveries/s, delivery latency, the time for all of a
+//!   change's contacts to hear it, server CPU per delivery. `--setup` (or the `presence-setup`
+//!   scenario alone) first makes the rosters with the ordinary subscription protocol, so it works
+//!   on any server; the rosters persist in the server's storage, so later runs can skip it.
 //!
 //! Accounts `{prefix}{i}@{domain}` (or the names of `--users-file`) with one shared password must
 //! exist. The generator runs on a current-thread runtime so it can be pinned to one core
@@ -22,10 +25,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::Parser;
+use starling_bench::presence::{scan_presence, FrameError, RawFramer, Ring, RoundTag};
 use starling_xml::{Element, Event, Limits, StreamParser};
 use starling_xmpp::ns;
 use starling_xmpp::sasl::{ScramClient, ScramHash};
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -37,7 +42,7 @@ use tokio::net::TcpStream;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "XMPP load generator")]
 struct Args {
-    /// login | idle | messages | presence
+    /// login | idle | messages | presence | presence-setup
     #[arg(long)]
     scenario: String,
     /// Server address.
@@ -76,15 +81,32 @@ struct Args {
     /// Unacknowledged messages allowed per pair when unlimited.
     #[arg(long, default_value_t = 64)]
     window: u64,
-    /// Measurement seconds (messages, idle hold).
+    /// Measurement seconds (messages, idle hold); in presence, the bound on each round and on
+    /// the wait for the initial presences.
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Message body bytes.
     #[arg(long, default_value_t = 100)]
     body: usize,
-    /// Contacts per user (presence).
+    /// Contacts per user (presence): K/2 on each side of the ring; even, fewer than the users.
     #[arg(long, default_value_t = 50)]
     contacts: usize,
+    /// Rounds of presence changes (presence); at most 63.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Make the ring's mutual subscriptions before measuring (presence). Harmless on rosters that
+    /// already have them.
+    #[arg(long)]
+    setup: bool,
+    /// Subscription handshakes a user has in flight at once during setup.
+    #[arg(long, default_value_t = 8)]
+    setup_window: usize,
+    /// Bound on the setup, seconds (logins excluded).
+    #[arg(long, default_value_t = 600)]
+    setup_timeout: u64,
+    /// Users whose roster is fetched again after setup to check every contact is `both`.
+    #[arg(long, default_value_t = 100)]
+    verify_sample: usize,
     /// Server process ids (comma-separated), to measure their CPU time and memory (summed, and
     /// CPU per process).
     #[arg(long, value_delimiter = ',')]
@@ -834,11 +856,850 @@ async fn scenario_messages(args: &Args) -> Result<String> {
     ))
 }
 
+// ---- presence: the ring's rosters (setup) and the fan-out measurement ----
+
+/// Where user `i` of the presence ring connects: with `--addr2`, odd users go there, so half of
+/// every user's contacts sit on the other edge.
+fn presence_addr(args: &Args, i: usize) -> SocketAddr {
+    match args.addr2 {
+        Some(a) if i % 2 == 1 => a,
+        _ => args.addr,
+    }
+}
+
+/// The bare JID of user `i`.
+fn bare_jid(args: &Args, i: usize) -> String {
+    format!("{}@{}", user(args, i), args.domain)
+}
+
+/// Bare JID → user index, for the receive paths.
+fn jid_index(args: &Args) -> HashMap<Vec<u8>, usize> {
+    (0..args.clients).map(|i| (bare_jid(args, i).into_bytes(), i)).collect()
+}
+
+/// A bound for the login of all `users` (each login is bounded on its own as well).
+fn logins_bound(users: usize) -> Duration {
+    Duration::from_secs(60 + users as u64 / 10)
+}
+
+/// The hard bound on a whole run of `args.scenario`.
+fn run_bound_secs(args: &Args) -> u64 {
+    let logins = logins_bound(args.clients).as_secs();
+    let setup = args.scenario == "presence-setup" || (args.scenario == "presence" && args.setup);
+    let setup_secs = if setup { logins + args.setup_timeout + 60 } else { 0 };
+    let measure_secs =
+        if args.scenario == "presence" { logins + (u64::from(args.rounds) + 1) * args.duration } else { 0 };
+    args.duration + 300 + setup_secs + measure_secs
+}
+
+/// Wait (bounded) until the server processes use under 5 % of a core over half a second, so a
+/// measurement does not start while the server still works off what came before (e.g. the
+/// departures of the setup's sessions); returns the seconds waited.
+async fn wait_server_quiet(pids: &[u32], bound: Duration) -> f64 {
+    let t0 = Instant::now();
+    if pids.is_empty() {
+        return 0.0;
+    }
+    let mut prev = sample_all(pids);
+    while t0.elapsed() < bound {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sample_all(pids);
+        if cpu_between(pids, &prev, &now).total.is_none_or(|s| s < 0.025) {
+            break;
+        }
+        prev = now;
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// Wait until `done()` holds, woken by `notify`; false if `deadline` passes first.
+async fn wait_until(notify: &tokio::sync::Notify, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline.into(), notify.notified()).await.is_err() {
+            return done();
+        }
+    }
+}
+
+/// Log in users 0..U at `--concurrency`, each with `f` (which may do more after the login) and
+/// bounded in time; every failure is an error naming the user.
+async fn log_in_all<T, F, Fut>(args: &Args, f: F) -> Result<Vec<T>>
+where
+    T: 'static,
+    F: Fn(Args, usize, SaltCache) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + 'static,
+{
+    let cache: SaltCache = Rc::default();
+    let sem = Rc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let sem = sem.clone();
+        let fut = f(args.clone(), i, cache.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = sem.acquire().await.map_err(|e| anyhow!("{e}"))?;
+            tokio::time::timeout(Duration::from_secs(60), fut)
+                .await
+                .map_err(|_| anyhow!("login timed out"))?
+        }));
+    }
+    let deadline = Instant::now() + logins_bound(args.clients);
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r =
+            tokio::time::timeout_at(deadline.into(), t).await.map_err(|_| anyhow!("logins took too long"))?;
+        out.push(r.map_err(|e| anyhow!("{e}"))?.with_context(|| format!("user {}", user(args, i)))?);
+    }
+    Ok(out)
+}
+
+/// A user's view of one of its ring contacts during setup (from its roster and the pushes).
+#[derive(Clone, Copy, Default)]
+struct SubView {
+    /// The user is subscribed to the contact's presence (`to` or `both`).
+    to: bool,
+    /// The contact is subscribed to the user's presence (`from` or `both`).
+    from: bool,
+    /// The user sent the contact a `subscribe` in this run.
+    asked: bool,
+    /// A handshake this user started with the contact holds one of its window's places.
+    in_flight: bool,
+}
+
+impl SubView {
+    fn both(&self) -> bool {
+        self.to && self.from
+    }
+}
+
+/// What the setup counted (summed over users).
+#[derive(Default)]
+struct SetupTally {
+    /// Users that sent initial presence (their requests can now be delivered).
+    available: usize,
+    /// Users whose every ring contact is `both`.
+    complete: usize,
+    /// Ring items already `both` in the rosters fetched at login.
+    already_both: u64,
+    /// `subscribe` sent (handshakes started, and subscriptions back).
+    subscribes: u64,
+    /// `subscribed` sent (approvals).
+    approvals: u64,
+    /// Roster pushes received, and those that made an item `both`.
+    pushes: u64,
+    both_pushes: u64,
+    /// Presence from accounts that are not ring contacts (left unanswered).
+    strangers: u64,
+    /// Users whose roster was fetched again, their ring items that are `both`, those that are not.
+    verified_users: usize,
+    verified_both: u64,
+    verified_missing: u64,
+    /// Sessions that ended early.
+    failed: u64,
+}
+
+/// Shared by the setup's user tasks.
+struct SetupCtx {
+    ring: Ring,
+    index: HashMap<Vec<u8>, usize>,
+    window: usize,
+    tally: RefCell<SetupTally>,
+    notify: tokio::sync::Notify,
+}
+
+/// What the setup's controller tells a user task.
+enum SetupCmd {
+    /// Start the handshakes this user owes.
+    Start,
+    /// Fetch the roster again and check it.
+    Verify,
+}
+
+/// Apply the `<item/>`s of a roster query to the views; returns (items seen on the ring, of which
+/// became or are `both`, window places freed).
+fn apply_roster(ctx: &SetupCtx, me: usize, query: &Element, views: &mut [SubView]) -> (u64, u64, usize) {
+    let (mut seen, mut both, mut freed) = (0, 0, 0);
+    for item in query.elements().filter(|e| e.name == "item") {
+        let Some(jid) = item.attr("jid") else { continue };
+        let Some(off) = ctx.index.get(jid.as_bytes()).and_then(|&o| ctx.ring.offset(me, o)) else { continue };
+        let sub = item.attr("subscription").unwrap_or("none");
+        let v = &mut views[off];
+        v.to = matches!(sub, "to" | "both");
+        v.from = matches!(sub, "from" | "both");
+        seen += 1;
+        if v.both() {
+            both += 1;
+            if v.in_flight {
+                v.in_flight = false;
+                freed += 1;
+            }
+        }
+    }
+    (seen, both, freed)
+}
+
+fn subscription_presence(out: &mut Vec<u8>, to: &str, kind: &str) {
+    out.extend_from_slice(format!("<presence to='{to}' type='{kind}'/>").as_bytes());
+}
+
+/// Log in for setup: no initial presence yet, the roster fetched (which also asks for pushes,
+/// RFC 6121 §2.1.6) and read into the views.
+async fn setup_login(args: Args, me: usize, cache: SaltCache, ring: Ring) -> Result<(Conn, Vec<SubView>)> {
+    let index = jid_index_subset(&args, me, ring);
+    let mut c = login_at(&args, presence_addr(&args, me), &user(&args, me), "p", &cache, false).await?;
+    c.send(b"<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>").await?;
+    let mut views = vec![SubView::default(); ring.contacts()];
+    loop {
+        let e = c.element().await?;
+        if e.attr("id") != Some("r0") {
+            continue;
+        }
+        let q =
+            e.get_child("query", ns::ROSTER).ok_or_else(|| anyhow!("roster get: {}", e.to_string_lossy()))?;
+        for item in q.elements().filter(|e| e.name == "item") {
+            let (Some(jid), sub) = (item.attr("jid"), item.attr("subscription").unwrap_or("none")) else {
+                continue;
+            };
+            if let Some(&off) = index.get(jid) {
+                views[off].to = matches!(sub, "to" | "both");
+                views[off].from = matches!(sub, "from" | "both");
+            }
+        }
+        return Ok((c, views));
+    }
+}
+
+/// The bare JIDs of `me`'s ring contacts → their offsets.
+fn jid_index_subset(args: &Args, me: usize, ring: Ring) -> HashMap<String, usize> {
+    (0..ring.contacts()).map(|o| (bare_jid(args, ring.contact(me, o)), o)).collect()
+}
+
+/// One user during setup: answers every `subscribe` from a ring contact with `subscribed` (and a
+/// `subscribe` back when not yet subscribed), starts the handshakes it owes (with its next K/2
+/// neighbours) at most `window` at a time, and follows its roster through the pushes.
+async fn setup_user(
+    ctx: Rc<SetupCtx>,
+    args: Args,
+    me: usize,
+    mut c: Conn,
+    mut views: Vec<SubView>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<SetupCmd>,
+) -> Result<()> {
+    let ring = ctx.ring;
+    let jid = |off: usize| bare_jid(&args, ring.contact(me, off));
+    c.send(b"<presence/>").await?;
+    {
+        let mut t = ctx.tally.borrow_mut();
+        t.available += 1;
+        t.already_both += views.iter().filter(|v| v.both()).count() as u64;
+    }
+    ctx.notify.notify_one();
+    let mut queue: VecDeque<usize> = VecDeque::new();
+    let mut in_flight = 0usize;
+    let mut complete = false;
+    let mut out = Vec::new();
+    loop {
+        // Start queued handshakes while the window has room.
+        while in_flight < ctx.window {
+            let Some(off) = queue.pop_front() else { break };
+            if views[off].to {
+                continue;
+            }
+            subscription_presence(&mut out, &jid(off), "subscribe");
+            views[off].asked = true;
+            views[off].in_flight = true;
+            in_flight += 1;
+            ctx.tally.borrow_mut().subscribes += 1;
+        }
+        if !out.is_empty() {
+            c.send(&out).await?;
+            out.clear();
+        }
+        if !complete && views.iter().all(SubView::both) {
+            complete = true;
+            ctx.tally.borrow_mut().complete += 1;
+            ctx.notify.notify_one();
+        }
+        let ev = tokio::select! {
+            cmd = rx.recv() => {
+                match cmd {
+                    Some(SetupCmd::Start) => {
+                        for (off, v) in views.iter_mut().enumerate() {
+                            if v.to {
+                                continue;
+                            }
+                            if ring.initiates(off) {
+                                queue.push_back(off);
+                            } else if v.from {
+                                // A half-made pair (an earlier run stopped midway): the contact
+                                // sees us but we do not see it; it will approve.
+                                subscription_presence(&mut out, &jid(off), "subscribe");
+                                v.asked = true;
+                                ctx.tally.borrow_mut().subscribes += 1;
+                            }
+                        }
+                    }
+                    Some(SetupCmd::Verify) => {
+                        out.extend_from_slice(b"<iq type='get' id='v'><query xmlns='jabber:iq:roster'/></iq>");
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            ev = c.next() => ev?,
+        };
+        let e = match ev {
+            Event::Stanza(e) => e,
+            Event::StreamOpen(_) => continue,
+            Event::StreamClose => bail!("stream closed by server"),
+        };
+        match e.name.as_str() {
+            "presence" => {
+                let Some(from) = e.attr("from") else { continue };
+                let from_bare = from.split('/').next().unwrap_or(from);
+                let other = ctx.index.get(from_bare.as_bytes()).copied();
+                if other == Some(me) {
+                    continue; // our own presence, echoed (§4.2.2)
+                }
+                let Some(off) = other.and_then(|o| ring.offset(me, o)) else {
+                    ctx.tally.borrow_mut().strangers += 1;
+                    continue;
+                };
+                if e.attr("type") == Some("subscribe") {
+                    // RFC 6121 §3.1.4: approve; §3.1.1: and subscribe back if not yet subscribed.
+                    subscription_presence(&mut out, from_bare, "subscribed");
+                    let mut t = ctx.tally.borrow_mut();
+                    t.approvals += 1;
+                    let v = &mut views[off];
+                    if !v.to && !v.asked {
+                        subscription_presence(&mut out, from_bare, "subscribe");
+                        v.asked = true;
+                        t.subscribes += 1;
+                    }
+                }
+            }
+            "iq" => {
+                let Some(q) = e.get_child("query", ns::ROSTER) else { continue };
+                match (e.attr("type"), e.attr("id")) {
+                    // A push (§2.1.6). Not acknowledged: no server needs the result, and at
+                    // K = 500 it would double the setup's traffic.
+                    (Some("set"), _) => {
+                        let (seen, both, freed) = apply_roster(&ctx, me, q, &mut views);
+                        in_flight -= freed.min(in_flight);
+                        let mut t = ctx.tally.borrow_mut();
+                        t.pushes += seen;
+                        t.both_pushes += both;
+                    }
+                    (Some("result"), Some("v")) => {
+                        let mut fresh = vec![SubView::default(); ring.contacts()];
+                        let (_, both, _) = apply_roster(&ctx, me, q, &mut fresh);
+                        let mut t = ctx.tally.borrow_mut();
+                        t.verified_users += 1;
+                        t.verified_both += both;
+                        t.verified_missing += ring.contacts() as u64 - both;
+                        drop(t);
+                        ctx.notify.notify_one();
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = c.send(b"</stream:stream>").await;
+    Ok(())
+}
+
+/// `presence-setup`: make every user of the ring mutually subscribed (`both`) with its K
+/// contacts, with the ordinary protocol; then fetch a sample of rosters again to check.
+async fn scenario_presence_setup(args: &Args) -> Result<String> {
+    let ring = Ring::new(args.clients, args.contacts).map_err(|e| anyhow!(e))?;
+    let t0 = Instant::now();
+    let logins = log_in_all(args, |a, i, cache| setup_login(a, i, cache, ring)).await?;
+    let login_s = t0.elapsed().as_secs_f64();
+    let ctx = Rc::new(SetupCtx {
+        ring,
+        index: jid_index(args),
+        window: args.setup_window.max(1),
+        tally: RefCell::default(),
+        notify: tokio::sync::Notify::new(),
+    });
+    let mut txs = Vec::with_capacity(args.clients);
+    let mut tasks = Vec::with_capacity(args.clients);
+    for (i, (c, views)) in logins.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        txs.push(tx);
+        let (ctx, args) = (ctx.clone(), args.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let r = setup_user(ctx.clone(), args, i, c, views, rx).await;
+            if r.is_err() {
+                ctx.tally.borrow_mut().failed += 1;
+                ctx.notify.notify_one();
+            }
+            r
+        }));
+    }
+    let users = args.clients;
+    let t1 = Instant::now();
+    let deadline = t1 + Duration::from_secs(args.setup_timeout);
+    let all_available = wait_until(&ctx.notify, deadline, || ctx.tally.borrow().available == users).await;
+    if !all_available {
+        bail!("setup: only {} of {users} users became available", ctx.tally.borrow().available);
+    }
+    for tx in &txs {
+        let _ = tx.send(SetupCmd::Start);
+    }
+    let complete = wait_until(&ctx.notify, deadline, || {
+        let t = ctx.tally.borrow();
+        t.complete == users || t.failed > 0
+    })
+    .await
+        && ctx.tally.borrow().complete == users;
+    let setup_s = t1.elapsed().as_secs_f64();
+    // Check a sample of rosters as the server now stores them.
+    let stride = (users / args.verify_sample.max(1)).max(1);
+    let sample: Vec<usize> = (0..users).step_by(stride).collect();
+    for &i in &sample {
+        let _ = txs[i].send(SetupCmd::Verify);
+    }
+    let verify_deadline = Instant::now() + Duration::from_secs(30);
+    wait_until(&ctx.notify, verify_deadline, || ctx.tally.borrow().verified_users >= sample.len()).await;
+    drop(txs);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let t = ctx.tally.borrow();
+    let verified_ok = t.verified_users == sample.len() && t.verified_missing == 0;
+    eprintln!(
+        "loadgen: setup {} in {setup_s:.1} s ({} of {users} users complete, sample {}/{} verified)",
+        if complete && verified_ok { "done" } else { "INCOMPLETE" },
+        t.complete,
+        t.verified_users,
+        sample.len()
+    );
+    Ok(format!(
+        "{{\"scenario\":\"presence-setup\",\"label\":\"{}\",\"users\":{users},\"contacts\":{},\"pairs\":{},\
+         \"two_addrs\":{},\"login_s\":{login_s:.2},\"setup_s\":{setup_s:.2},\"complete\":{},\
+         \"users_complete\":{},\"items_already_both\":{},\"subscribes_sent\":{},\"approvals_sent\":{},\
+         \"roster_pushes\":{},\"both_pushes\":{},\"strangers\":{},\"failed_sessions\":{},\
+         \"verified_users\":{},\"verified_items_both\":{},\"verified_items_missing\":{},\"verified_ok\":{}}}",
+        args.label,
+        ring.contacts(),
+        users * ring.half,
+        args.addr2.is_some_and(|a| a != args.addr),
+        complete,
+        t.complete,
+        t.already_both,
+        t.subscribes,
+        t.approvals,
+        t.pushes,
+        t.both_pushes,
+        t.strangers,
+        t.failed,
+        t.verified_users,
+        t.verified_both,
+        t.verified_missing,
+        verified_ok
+    ))
+}
+
+/// One round's deliveries.
+struct RoundTally {
+    /// First and last change sent, last delivery (µs since the epoch).
+    first_send_us: u64,
+    last_send_us: u64,
+    last_recv_us: u64,
+    /// Deliveries of this round's changes.
+    received: u64,
+    /// Per changing user: when its change was sent, how many contacts heard it, the last of them.
+    sent_at_us: Vec<u64>,
+    heard: Vec<u32>,
+    last_heard_us: Vec<u64>,
+}
+
+impl RoundTally {
+    fn new(users: usize) -> RoundTally {
+        RoundTally {
+            first_send_us: u64::MAX,
+            last_send_us: 0,
+            last_recv_us: 0,
+            received: 0,
+            sent_at_us: vec![0; users],
+            heard: vec![0; users],
+            last_heard_us: vec![0; users],
+        }
+    }
+}
+
+/// What the measurement counted.
+struct FanoutTally {
+    rounds: Vec<RoundTally>,
+    /// Send → receipt of every delivery (µs), up to [`MAX_LATENCIES`].
+    latencies_us: Vec<u64>,
+    /// Users that heard the initial presence of all their contacts.
+    initial_complete: usize,
+    /// A change heard twice by the same contact.
+    duplicates: u64,
+    /// Presence from a non-contact, or a tag that does not match its sender.
+    strangers: u64,
+    /// A user's own changes echoed to it (§4.2.2), ignored.
+    self_echoes: u64,
+    /// Presence errors received.
+    errors: u64,
+    /// Sessions that ended early.
+    failed: u64,
+    /// Logins tried again after a failure.
+    login_retries: u64,
+}
+
+/// Latencies kept for the percentiles (beyond, deliveries are only counted).
+const MAX_LATENCIES: usize = 20_000_000;
+
+/// Shared by the measurement's user tasks.
+struct FanoutCtx {
+    ring: Ring,
+    index: HashMap<Vec<u8>, usize>,
+    epoch: Instant,
+    tally: RefCell<FanoutTally>,
+    notify: tokio::sync::Notify,
+}
+
+/// What one user has heard from its contacts.
+struct Hearing {
+    /// Whose initial presence arrived, and how many.
+    initial: Vec<bool>,
+    initial_count: usize,
+    /// Per contact, the rounds heard (bit r).
+    rounds: Vec<u64>,
+}
+
+/// One stanza received by user `me` at `now_us`: a cheap byte scan, then the checks that it is
+/// an available presence from a contact carrying a tag that names that contact.
+fn hear(ctx: &FanoutCtx, me: usize, st: &[u8], now_us: u64, h: &mut Hearing) {
+    let Some(p) = scan_presence(st) else { return };
+    if let Some(kind) = p.kind {
+        if kind == b"error" {
+            ctx.tally.borrow_mut().errors += 1;
+        }
+        return;
+    }
+    let Some(&sender) = p.from_bare.and_then(|f| ctx.index.get(f)) else {
+        ctx.tally.borrow_mut().strangers += 1;
+        return;
+    };
+    let tag = p.status.and_then(RoundTag::parse);
+    if sender == me {
+        if tag.is_some() {
+            ctx.tally.borrow_mut().self_echoes += 1;
+        }
+        return;
+    }
+    let Some(off) = ctx.ring.offset(me, sender) else {
+        ctx.tally.borrow_mut().strangers += 1;
+        return;
+    };
+    let mut t = ctx.tally.borrow_mut();
+    let Some(tag) = tag else {
+        if !h.initial[off] {
+            h.initial[off] = true;
+            h.initial_count += 1;
+            if h.initial_count == ctx.ring.contacts() {
+                t.initial_complete += 1;
+                drop(t);
+                ctx.notify.notify_one();
+            }
+        }
+        return;
+    };
+    let bit = 1u64 << (tag.round & 63);
+    if tag.user != sender || tag.round == 0 || tag.round as usize > t.rounds.len() {
+        t.strangers += 1;
+        return;
+    }
+    if h.rounds[off] & bit != 0 {
+        t.duplicates += 1;
+        return;
+    }
+    h.rounds[off] |= bit;
+    if t.latencies_us.len() < MAX_LATENCIES {
+        t.latencies_us.push(now_us.saturating_sub(tag.sent_us));
+    }
+    let expected = (ctx.ring.users * ctx.ring.contacts()) as u64;
+    let rt = &mut t.rounds[tag.round as usize - 1];
+    rt.received += 1;
+    rt.heard[sender] += 1;
+    rt.last_heard_us[sender] = rt.last_heard_us[sender].max(now_us);
+    rt.last_recv_us = rt.last_recv_us.max(now_us);
+    if rt.received == expected {
+        drop(t);
+        ctx.notify.notify_one();
+    }
+}
+
+/// One user during the measurement: reads and scans everything it receives; on a command, sends
+/// that round's change (stamped when written).
+async fn fanout_user(
+    ctx: Rc<FanoutCtx>,
+    me: usize,
+    mut c: Conn,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+) -> Result<()> {
+    let k = ctx.ring.contacts();
+    let mut framer = RawFramer::with_bytes(c.parser.buffer_mut().to_vec());
+    let mut io = c.io;
+    let mut h = Hearing { initial: vec![false; k], initial_count: 0, rounds: vec![0; k] };
+    let mut now_us = ctx.epoch.elapsed().as_micros() as u64;
+    loop {
+        loop {
+            match framer.next_stanza() {
+                Ok(Some(r)) => hear(&ctx, me, framer.bytes(r), now_us, &mut h),
+                Ok(None) => break,
+                Err(FrameError::StreamClosed) => bail!("stream closed by server"),
+                Err(FrameError::TooLarge) => bail!("stanza too large"),
+            }
+        }
+        framer.compact();
+        framer.buffer_mut().reserve(64 * 1024);
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(round) = cmd else { break };
+                let sent_us = ctx.epoch.elapsed().as_micros() as u64;
+                {
+                    let mut t = ctx.tally.borrow_mut();
+                    let rt = &mut t.rounds[round as usize - 1];
+                    rt.sent_at_us[me] = sent_us;
+                    rt.first_send_us = rt.first_send_us.min(sent_us);
+                    rt.last_send_us = rt.last_send_us.max(sent_us);
+                }
+                io.write_all(RoundTag { round, user: me, sent_us }.stanza().as_bytes()).await?;
+                io.flush().await?;
+            }
+            got = io.read_buf(framer.buffer_mut()) => {
+                if got? == 0 {
+                    bail!("connection closed by server");
+                }
+                now_us = ctx.epoch.elapsed().as_micros() as u64;
+            }
+        }
+    }
+    let _ = io.write_all(b"</stream:stream>").await;
+    Ok(())
+}
+
+/// `presence`: log the ring's users in, wait for their contacts' initial presence, then
+/// `--rounds` rounds in which every user changes status once (all at once, or `--rate` changes
+/// per second), each round bounded by `--duration`. With `--setup`, runs `presence-setup` first.
+async fn scenario_presence(args: &Args) -> Result<String> {
+    let setup_line = if args.setup { Some(scenario_presence_setup(args).await?) } else { None };
+    let ring = Ring::new(args.clients, args.contacts).map_err(|e| anyhow!(e))?;
+    if args.rounds == 0 || args.rounds > 63 {
+        bail!("--rounds must be 1..=63");
+    }
+    let users = args.clients;
+    let k = ring.contacts();
+    let ctx = Rc::new(FanoutCtx {
+        ring,
+        index: jid_index(args),
+        epoch: Instant::now(),
+        tally: RefCell::new(FanoutTally {
+            rounds: (0..args.rounds).map(|_| RoundTally::new(users)).collect(),
+            latencies_us: Vec::with_capacity((users * k * args.rounds as usize).min(MAX_LATENCIES)),
+            initial_complete: 0,
+            duplicates: 0,
+            strangers: 0,
+            self_echoes: 0,
+            errors: 0,
+            failed: 0,
+            login_retries: 0,
+        }),
+        notify: tokio::sync::Notify::new(),
+    });
+    let settle_s = wait_server_quiet(&args.server_pid, Duration::from_secs(120)).await;
+    eprintln!(
+        "loadgen: presence: logging in {users} users ({k} contacts each) after {settle_s:.1} s of settling"
+    );
+    let t0 = Instant::now();
+    let mut txs = Vec::with_capacity(users);
+    let mut rxs = Vec::with_capacity(users);
+    for _ in 0..users {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        txs.push(tx);
+        rxs.push(Cell::new(Some(rx)));
+    }
+    let rxs = Rc::new(rxs);
+    // Each user's task logs in (initial presence included) and goes straight on reading, so the
+    // presences that logins set off never pile up unread.
+    let tasks = log_in_all(args, |a, i, cache| {
+        let (ctx, rxs) = (ctx.clone(), rxs.clone());
+        async move {
+            // A server still busy (e.g. with the departures of the setup's sessions) may refuse a
+            // bind with a `wait` error (RFC 6120 §8.3.2): try again a few times.
+            let mut attempt = 0;
+            let c = loop {
+                match login_at(&a, presence_addr(&a, i), &user(&a, i), "p", &cache, true).await {
+                    Ok(c) => break c,
+                    Err(e) if attempt < 3 => {
+                        attempt += 1;
+                        ctx.tally.borrow_mut().login_retries += 1;
+                        eprintln!("loadgen: user {i}: {e:#}; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let rx = rxs[i].take().ok_or_else(|| anyhow!("user {i} twice"))?;
+            Ok(tokio::task::spawn_local(async move {
+                let r = fanout_user(ctx.clone(), i, c, rx).await;
+                if let Err(e) = &r {
+                    eprintln!("loadgen: user {i}: {e}");
+                    ctx.tally.borrow_mut().failed += 1;
+                }
+                r
+            }))
+        }
+    })
+    .await?;
+    let login_s = t0.elapsed().as_secs_f64();
+    let round_bound = Duration::from_secs(args.duration.max(1));
+    let t1 = Instant::now();
+    let initial_ok =
+        wait_until(&ctx.notify, t1 + round_bound, || ctx.tally.borrow().initial_complete == users).await;
+    let initial_wait_s = t1.elapsed().as_secs_f64();
+    let initial_complete = ctx.tally.borrow().initial_complete;
+    eprintln!(
+        "loadgen: measuring ({users} users logged in in {login_s:.1} s; {initial_complete} heard all \
+         initial presences after {initial_wait_s:.1} s{})",
+        if initial_ok { "" } else { ", timed out" }
+    );
+
+    let before = sample_all(&args.server_pid);
+    let aux_before = sample_all(&args.aux_pid);
+    let gen_before = sample_pid(std::process::id());
+    let m0 = Instant::now();
+    let expected = (users * k) as u64;
+    let mut timed_out = Vec::new();
+    for round in 1..=args.rounds {
+        let start = Instant::now();
+        for (u, tx) in txs.iter().enumerate() {
+            if args.rate > 0 {
+                tokio::time::sleep_until(
+                    (start + Duration::from_secs_f64(u as f64 / args.rate as f64)).into(),
+                )
+                .await;
+            }
+            let _ = tx.send(round);
+        }
+        let idx = round as usize - 1;
+        let done = wait_until(&ctx.notify, Instant::now() + round_bound, || {
+            ctx.tally.borrow().rounds[idx].received >= expected
+        })
+        .await;
+        if !done {
+            timed_out.push(round);
+        }
+        let t = ctx.tally.borrow();
+        let rt = &t.rounds[idx];
+        eprintln!(
+            "loadgen: round {round}: {} of {expected} deliveries in {:.3} s{}",
+            rt.received,
+            rt.last_recv_us.saturating_sub(rt.first_send_us) as f64 / 1e6,
+            if done { "" } else { " (timed out)" }
+        );
+    }
+    let measure_s = m0.elapsed().as_secs_f64();
+    let after = sample_all(&args.server_pid);
+    let aux_after = sample_all(&args.aux_pid);
+    let gen_cpu = match (gen_before, sample_pid(std::process::id())) {
+        (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+        _ => None,
+    };
+    drop(txs);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+
+    let mut t = ctx.tally.borrow_mut();
+    let received: u64 = t.rounds.iter().map(|r| r.received).sum();
+    let mut rates = Vec::new();
+    let mut round_secs = Vec::new();
+    let mut all_heard = Vec::new();
+    for rt in &t.rounds {
+        let secs = rt.last_recv_us.saturating_sub(rt.first_send_us) as f64 / 1e6;
+        round_secs.push(secs);
+        rates.push(if secs > 0.0 { rt.received as f64 / secs } else { 0.0 });
+        for s in 0..users {
+            if rt.heard[s] as usize == k {
+                all_heard.push(rt.last_heard_us[s].saturating_sub(rt.sent_at_us[s]));
+            }
+        }
+    }
+    let mut sorted_rates = rates.clone();
+    sorted_rates.sort_by(f64::total_cmp);
+    let median_rate = sorted_rates[sorted_rates.len() / 2];
+    t.latencies_us.sort_unstable();
+    all_heard.sort_unstable();
+    let lat = &t.latencies_us;
+    let delta = cpu_between(&args.server_pid, &before, &after);
+    let aux = cpu_between(&args.aux_pid, &aux_before, &aux_after);
+    let list = |v: &[f64], d: usize| v.iter().map(|x| format!("{x:.*}", d)).collect::<Vec<_>>().join(",");
+    let line = format!(
+        "{{\"scenario\":\"presence\",\"label\":\"{}\",\"users\":{users},\"contacts\":{k},\"rounds\":{},\
+         \"rate\":{},\"two_addrs\":{},\"settle_s\":{settle_s:.1},\"login_s\":{login_s:.2},\"login_retries\":{},\"initial_wait_s\":{initial_wait_s:.2},\
+         \"initial_complete_users\":{initial_complete},\"expected\":{},\"received\":{received},\"lost\":{},\
+         \"duplicates\":{},\"strangers\":{},\"self_echoes\":{},\"errors\":{},\"failed_sessions\":{},\
+         \"rounds_timed_out\":[{}],\"deliveries_per_s\":{median_rate:.0},\"deliveries_per_s_rounds\":[{}],\
+         \"round_s\":[{}],\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"changes\":{},\"changes_all_heard\":{},\
+         \"all_heard_p50_us\":{},\"all_heard_p99_us\":{},\"all_heard_max_us\":{},\"measure_s\":{measure_s:.3},\
+         \"server_cpu_us_per_delivery\":{},\"server_cpu_s\":{},\"server_pids\":{},\"server_cpu_s_per_pid\":{},\
+         \"server_pids_gone\":{},\"aux_cpu_s_per_pid\":{},\"generator_cpu_s\":{},\
+         \"generator_cpu_us_per_delivery\":{}}}",
+        args.label,
+        args.rounds,
+        args.rate,
+        args.addr2.is_some_and(|a| a != args.addr),
+        t.login_retries,
+        expected * u64::from(args.rounds),
+        (expected * u64::from(args.rounds)).saturating_sub(received),
+        t.duplicates,
+        t.strangers,
+        t.self_echoes,
+        t.errors,
+        t.failed,
+        timed_out.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        list(&rates, 0),
+        list(&round_secs, 4),
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+        users * args.rounds as usize,
+        all_heard.len(),
+        percentile(&all_heard, 0.5),
+        percentile(&all_heard, 0.99),
+        all_heard.last().copied().unwrap_or(0),
+        delta.per(received, 3),
+        delta.total_json(),
+        args.server_pid.len(),
+        delta.per_pid,
+        delta.gone,
+        aux.per_pid,
+        gen_cpu.map_or("null".into(), |g| format!("{g:.3}")),
+        gen_cpu.map_or("null".into(), |g| format!("{:.3}", g * 1e6 / received.max(1) as f64)),
+    );
+    Ok(match setup_line {
+        Some(s) => format!("{s}\n{line}"),
+        None => line,
+    })
+}
+
 async fn main_async(args: Args) -> Result<String> {
     match args.scenario.as_str() {
         "login" => scenario_login(&args).await,
         "idle" => scenario_idle(&args).await,
         "messages" => scenario_messages(&args).await,
+        "presence-setup" => scenario_presence_setup(&args).await,
+        "presence" => scenario_presence(&args).await,
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -853,7 +1714,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     // Hard bound on the whole run, whatever the scenario.
-    let limit = Duration::from_secs(args.duration + 300);
+    let limit = Duration::from_secs(run_bound_secs(&args));
     let line = local
         .block_on(&rt, async move { tokio::time::timeout(limit, main_async(args)).await })
         .context("run exceeded its time bound")??;
