@@ -85,6 +85,15 @@ pub fn undelivered_fate(stanza: &Element, account: &BareJid) -> Undelivered {
     }
 }
 
+/// Give `stanza` to every target but `exclude`; whether any took it.
+fn deliver_to(targets: &[Target], stanza: &Element, exclude: Option<SessionId>) -> bool {
+    let mut delivered = false;
+    for t in targets.iter().filter(|t| Some(t.id) != exclude) {
+        delivered |= t.sink.deliver(ToClient::Stanza(stanza.clone()));
+    }
+    delivered
+}
+
 impl Router {
     /// Stanzas that were queued to a session of `account` and never written, because its
     /// stream ended: each gets its [`undelivered_fate`]. Serve and cluster both end here (the
@@ -175,11 +184,7 @@ impl Router {
         }
         let how =
             if kind == "headline" { BareSelection::AllNonNegative } else { BareSelection::HighestPriority };
-        let targets = self.bare_targets(&bare, how);
-        let mut delivered = false;
-        for t in targets.iter().filter(|t| Some(t.id) != exclude) {
-            delivered |= t.sink.deliver(ToClient::Stanza(stanza.clone()));
-        }
+        let delivered = deliver_to(&self.bare_targets(&bare, how), &stanza, exclude);
         if delivered {
             return;
         }
@@ -203,12 +208,7 @@ impl Router {
         let _offline = self.offline_lock(&bare.to_string()).await;
         // A resource that became available since the message chose storage has already had its
         // flush (or is waiting for this lock): it gets the message now.
-        let mut delivered = false;
-        let now = self.bare_targets(bare, BareSelection::HighestPriority);
-        for t in now.iter().filter(|t| Some(t.id) != exclude) {
-            delivered |= t.sink.deliver(ToClient::Stanza(stanza.clone()));
-        }
-        if delivered {
+        if deliver_to(&self.bare_targets(bare, BareSelection::HighestPriority), &stanza, exclude) {
             return;
         }
         stanza.ns = CONTENT_NS.to_owned();
