@@ -300,6 +300,15 @@ impl Shared {
         }
     }
 
+    /// The account of session `session`, or of the envelope's recipient `to` when the session
+    /// is gone.
+    fn account_of(&self, session: u64, to: &str) -> Option<String> {
+        match lock(&self.sessions).get(&session) {
+            Some(s) => Some(s.jid.to_bare().to_string()),
+            None => Jid::new(to).ok().map(|j| j.to_bare().to_string()),
+        }
+    }
+
     /// An item router `router` sent on its link.
     fn on_router_item(self: &Arc<Self>, router: u64, it: item::Item) {
         match it {
@@ -311,25 +320,23 @@ impl Shared {
                 }
             }
             item::Item::Stanza(env) => {
-                let target = lock(&self.sessions)
-                    .get(&env.session)
-                    .map(|s| (s.sink.clone(), s.jid.to_bare().to_string()));
+                let sink = lock(&self.sessions).get(&env.session).map(|s| s.sink.clone());
                 if env.entered_us != 0 {
                     crate::metrics::routed(envelope::now_us().saturating_sub(env.entered_us));
                 }
                 let _span = envelope::span(envelope::Hop::EdgeDeliver, &env).entered();
-                let refused = match target {
-                    Some((sink, account)) => match sink.try_deliver(ToClient::Raw(env.stanza)) {
+                // Only a refused stanza needs its account (no allocation on the delivered path).
+                let refused = match sink {
+                    Some(sink) => match sink.try_deliver(ToClient::Raw(env.stanza)) {
                         Ok(()) => None,
                         // The connection's queue is full or its stream is ending.
-                        Err(ToClient::Raw(bytes)) => Some((account, bytes)),
+                        Err(ToClient::Raw(bytes)) => {
+                            self.account_of(env.session, &env.to).map(|a| (a, bytes))
+                        }
                         Err(_) => None,
                     },
                     // The session ended while this was on its way.
-                    None => match Jid::new(&env.to) {
-                        Ok(to) => Some((to.to_bare().to_string(), env.stanza)),
-                        Err(_) => None,
-                    },
+                    None => Jid::new(&env.to).ok().map(|to| (to.to_bare().to_string(), env.stanza)),
                 };
                 if let Some((account, bytes)) = refused {
                     self.give_back(router, env.session, account, vec![bytes]);
