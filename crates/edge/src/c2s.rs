@@ -5,7 +5,7 @@
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
 use crate::io::{random_id, read_into, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
-use crate::{ChannelSink, Edge, SessionHost};
+use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use starling_telemetry::metrics;
@@ -17,7 +17,6 @@ use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
@@ -86,7 +85,7 @@ struct Client<H: SessionHost> {
     /// SASL failures on this connection.
     auth_failures: u32,
     /// Queue from the router, present once bound.
-    rx: Option<mpsc::Receiver<ToClient>>,
+    rx: Option<QueueReceiver>,
     /// Output buffer reused across writes.
     out: Vec<u8>,
     /// The queued items serialized into `out` and not yet known to be written: if the write
@@ -109,11 +108,8 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     let handshake_deadline = Instant::now() + edge.cfg.handshake_timeout;
     let mut conn = if direct_tls {
         let Some(acceptor) = edge.direct_tls.clone() else { return };
-        match timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
-            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-        }
+        let Some(tls) = Box::pin(accept_tls(acceptor, tcp, handshake_deadline, peer)).await else { return };
+        tls
     } else {
         Conn::Plain(tcp)
     };
@@ -147,14 +143,12 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                         break;
                     }
                 };
-                match timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => conn = Conn::Tls(Box::new(s)),
-                    _ => {
-                        tracing::debug!(%peer, "STARTTLS handshake failed");
-                        client.finish().await;
-                        return;
-                    }
-                }
+                // Only the small result outlives the handshake's boxed state.
+                let Some(tls) = Box::pin(accept_tls(acceptor, tcp, handshake_deadline, peer)).await else {
+                    Box::pin(client.finish()).await;
+                    return;
+                };
+                conn = tls;
                 client.tls = true;
                 open.encrypted();
                 client.header_sent = false;
@@ -166,7 +160,38 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     if !client.write_stalled {
         shutdown_within(&mut conn, client.edge.cfg.write_timeout).await;
     }
-    client.finish().await;
+    // Boxed, like the other once-per-connection steps, to keep the connection's state small.
+    Box::pin(client.finish()).await;
+}
+
+/// Bytes one client connection's task keeps for its state (the future of [`run`]) whatever it
+/// is doing: an idle session pays for the largest state any stanza's handling needs, so this is
+/// the figure to keep small (idle memory per session).
+pub fn connection_state_size<H: SessionHost>() -> usize {
+    fn output_size<A, B, C, D, F: std::future::Future>(_: &impl Fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    output_size(&run::<H>)
+}
+
+/// The TLS handshake (direct TLS or after `<proceed/>`), bounded by the handshake deadline.
+async fn accept_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    deadline: Instant,
+    peer: SocketAddr,
+) -> Option<Conn> {
+    match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 impl<H: SessionHost> Client<H> {
@@ -259,7 +284,7 @@ impl<H: SessionHost> Client<H> {
             }
             n += 1;
             if n < WRITE_BATCH {
-                next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
+                next = self.rx.as_mut().and_then(|rx| rx.try_recv());
             }
         }
         if self.flush_out(conn).await.is_err() {
@@ -338,7 +363,7 @@ impl<H: SessionHost> Client<H> {
         let mut left = std::mem::take(&mut self.unwritten);
         if let Some(rx) = self.rx.as_mut() {
             rx.close();
-            while let Ok(item) = rx.try_recv() {
+            while let Some(item) = rx.try_recv() {
                 if !matches!(item, ToClient::Close(_)) {
                     left.push(item);
                 }
@@ -440,8 +465,10 @@ impl<H: SessionHost> Client<H> {
         }
         match &self.phase {
             Phase::Bound { .. } => self.on_stanza(conn, e).await,
-            Phase::Authenticated(_) => self.on_pre_bind(conn, e).await,
-            Phase::PreAuth | Phase::Scram { .. } => self.on_pre_auth(conn, e).await,
+            // Boxed: negotiation happens a few times per connection, and its larger futures
+            // would otherwise stay in the connection's state for the session's whole life.
+            Phase::Authenticated(_) => Box::pin(self.on_pre_bind(conn, e)).await,
+            Phase::PreAuth | Phase::Scram { .. } => Box::pin(self.on_pre_auth(conn, e)).await,
         }
     }
 
@@ -835,7 +862,9 @@ impl<H: SessionHost> Client<H> {
         if let Some(kind) = kind_of(&e) {
             crate::counters::stanza_in(kind);
         }
-        self.edge.host.handle(&jid, e).await;
+        // Boxed: the routing side's future (the whole router, in `serve`) would otherwise be
+        // part of every connection's state, idle ones included.
+        Box::pin(self.edge.host.handle(&jid, e)).await;
         None
     }
 }
@@ -895,7 +924,7 @@ pub fn check_header(h: &StreamHeader, serves: impl Fn(&str) -> bool) -> Result<(
 }
 
 /// Receive from an optional queue; pending forever when there is none.
-async fn recv(rx: &mut Option<mpsc::Receiver<ToClient>>) -> Option<ToClient> {
+async fn recv(rx: &mut Option<QueueReceiver>) -> Option<ToClient> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -153,7 +153,9 @@ pub async fn read_into(conn: &mut Conn, buf: &mut bytes::BytesMut) -> std::io::R
             buf.reserve(READ_CHUNK);
             match tcp.try_read_buf(buf) {
                 Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                // The readiness was stale (tokio clears it only on WouldBlock): wait again
+                // holding nothing, as before.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = bytes::BytesMut::new(),
                 Err(e) => return Err(e),
             }
         },
@@ -182,6 +184,15 @@ mod tests {
             assert_eq!(reading.await.unwrap(), 11);
         }
         assert_eq!(&buf[..], b"<presence/>");
+        // The successful read left the socket's readiness set; the next wait finds it stale
+        // (nothing to read) and must not keep the buffer it reserved for the attempt.
+        let mut idle = bytes::BytesMut::new();
+        {
+            let reading = read_into(&mut conn, &mut idle);
+            tokio::pin!(reading);
+            assert!(futures_poll_once(reading.as_mut()).await.is_none(), "nothing more sent");
+        }
+        assert_eq!(idle.capacity(), 0, "a connection waiting for bytes holds no read buffer");
         drop(peer);
         assert_eq!(read_into(&mut conn, &mut bytes::BytesMut::new()).await.unwrap(), 0, "end of stream");
     }

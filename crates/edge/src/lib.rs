@@ -12,13 +12,17 @@
 //! - [`io`]: the connection type (plain or TLS) and the read/write helpers both use.
 //! - [`tls`]: rustls server configuration, certificate loading and self-signed generation.
 //! - [`limiter`]: failed-authentication rate limiting per address.
+//! - `queue`: the bounded queue from the routing side to one connection ([`ChannelSink`]).
 
 pub mod c2s;
 pub mod component;
 mod counters;
 pub mod io;
 pub mod limiter;
+mod queue;
 pub mod tls;
+
+pub use queue::{ChannelSink, QueueReceiver};
 
 use starling_store::AccountStore;
 use starling_xml::{Element, Limits};
@@ -29,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// What the edge needs from the routing side. Implemented by the binary over the in-process
 /// router; a cluster implements it over gRPC links.
@@ -173,23 +177,25 @@ impl<H: SessionHost> Edge<H> {
     /// Accept client connections until shutdown. `direct_tls` selects XEP-0368 (TLS from the
     /// first byte) instead of STARTTLS.
     pub async fn serve_clients(self: Arc<Self>, listener: TcpListener, direct_tls: bool) {
-        self.accept_loop(listener, move |edge, stream, peer| async move {
+        self.accept_loop(listener, move |edge, stream, peer, permit| async move {
             c2s::run(edge, stream, peer, direct_tls).await;
+            drop(permit);
         })
         .await
     }
 
     /// Accept component connections (XEP-0114) until shutdown.
     pub async fn serve_components(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, |edge, stream, peer| async move {
+        self.accept_loop(listener, |edge, stream, peer, permit| async move {
             component::run(edge, stream, peer).await;
+            drop(permit);
         })
         .await
     }
 
     async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, handler: F)
     where
-        F: Fn(Arc<Self>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+        F: Fn(Arc<Self>, tokio::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut shutdown = self.shutdown.clone();
@@ -213,47 +219,14 @@ impl<H: SessionHost> Edge<H> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let fut = handler(self.clone(), stream, peer);
-            tokio::spawn(async move {
-                fut.await;
-                drop(permit);
-            });
+            // The handler's future is the task: wrapping it in another `async` block would keep
+            // it twice in the task's memory (the captured future and the awaited one).
+            tokio::spawn(handler(self.clone(), stream, peer, permit));
         }
     }
 
     /// A receiver that resolves when the node starts shutting down.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
-    }
-}
-
-/// The [`Deliver`] side of a connection: a bounded queue read by the connection's task.
-pub struct ChannelSink {
-    /// Towards the connection task.
-    tx: mpsc::Sender<ToClient>,
-}
-
-impl ChannelSink {
-    /// A sink and the receiver the connection task reads.
-    pub fn new(capacity: usize) -> (Arc<ChannelSink>, mpsc::Receiver<ToClient>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Arc::new(ChannelSink { tx }), rx)
-    }
-}
-
-impl Deliver for ChannelSink {
-    fn deliver(&self, item: ToClient) -> bool {
-        self.try_deliver(item).is_ok()
-    }
-
-    fn try_deliver(&self, item: ToClient) -> Result<(), ToClient> {
-        match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                tracing::debug!("session queue full; stanza not queued");
-                Err(item)
-            }
-            Err(mpsc::error::TrySendError::Closed(item)) => Err(item),
-        }
     }
 }
