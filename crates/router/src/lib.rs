@@ -335,6 +335,8 @@ impl Router {
                 .iter()
                 .position(|s| s.resource == resource)
                 .map(|i| account.sessions.swap_remove(i));
+            // Most accounts have one session: no room for four (a Vec's first growth).
+            account.sessions.reserve_exact(1);
             account.sessions.push(Session {
                 id,
                 resource,
@@ -662,16 +664,12 @@ impl Router {
         let bare = from.to_bare().to_string();
         let accounts: Vec<String> =
             self.interest_shard(&bare).get(&bare).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let template = presence.template("to");
         for account in accounts {
             if self.peers.home_of(&account) != Home::Local {
                 continue;
             }
-            let Ok(user) = BareJid::new(&account) else { continue };
-            for t in self.available_targets(&user) {
-                let mut p = presence.clone();
-                p.set_attr("to", t.jid.clone());
-                t.sink.deliver(ToClient::Stanza(p));
-            }
+            self.deliver_template(&account, &template, None);
         }
     }
 

@@ -1,8 +1,8 @@
 //! Presence (RFC 6121 §4): initial and subsequent broadcast, unavailable broadcast, probes
 //! (explicit and the implicit probe of initial presence), directed presence.
 
-use crate::{Availability, Router, Target, CONTENT_NS};
-use starling_xml::Element;
+use crate::{Availability, Home, Router, Target, CONTENT_NS};
+use starling_xml::{Element, Template};
 use starling_xmpp::session::ToClient;
 use starling_xmpp::subscription::SubKind;
 use starling_xmpp::{BareJid, FullJid, Jid, StanzaError};
@@ -172,24 +172,16 @@ impl Router {
                 account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target(&key)).collect();
             (initial, subscribers, watched, pending_in, own)
         };
+        // Serialized once; every copy below differs only in its 'to'.
+        let template = presence.template("to");
         // §4.2.2: to the user's own available resources, including the sender.
         for t in &own {
-            let mut p = presence.clone();
-            p.set_attr("to", t.jid.clone());
-            t.sink.deliver(ToClient::Stanza(p));
+            t.sink.deliver(ToClient::Raw(template.with(&t.jid)));
         }
         // §4.2.2 / §4.4.2: to every contact with a subscription from the user; those homed
         // on other routers get it through the bus, published once.
-        for contact in subscribers {
-            if self.bus_delivers(&contact) {
-                continue;
-            }
-            if let Ok(cj) = Jid::new(&contact) {
-                let mut p = presence.clone();
-                p.set_attr("to", contact);
-                self.route(cj, p).await;
-            }
-        }
+        let local: Vec<String> = subscribers.into_iter().filter(|c| !self.bus_delivers(c)).collect();
+        self.presence_to_contacts(&presence, &template, local).await;
         if self.bus.distributes() {
             self.bus.publish(from, &presence);
         }
@@ -270,17 +262,45 @@ impl Router {
         if self.bus.distributes() {
             self.bus.publish(from, &presence);
         }
-        for t in self.available_targets(&bare) {
-            let mut p = presence.clone();
-            p.set_attr("to", t.jid.clone());
-            t.sink.deliver(ToClient::Stanza(p));
-        }
-        for r in recipients {
-            if let Ok(j) = Jid::new(&r) {
+        let template = presence.template("to");
+        self.deliver_template(&bare.to_string(), &template, None);
+        self.presence_to_contacts(&presence, &template, recipients).await;
+    }
+
+    /// A broadcast presence ('from' stamped, no 'to', serialized once as `template`) to each
+    /// of `contacts`. Available resources of local accounts get the template's bytes addressed
+    /// to the contact's bare JID, which is what routing it would deliver (§4.2.3 inbound
+    /// processing of a bare-JID presence) without a copy of the tree per contact; anything else
+    /// (a full JID of directed presence, a component, an account homed on another router, a
+    /// malformed JID) is routed as a stanza.
+    async fn presence_to_contacts(&self, presence: &Element, template: &Template, contacts: Vec<String>) {
+        for contact in contacts {
+            let local_account = !contact.contains('/')
+                && contact.split_once('@').is_some_and(|(_, domain)| self.serves(domain))
+                && self.peers.home_of(&contact) == Home::Local;
+            if local_account {
+                self.deliver_template(&contact, template, Some(&contact));
+            } else if let Ok(to) = Jid::new(&contact) {
                 let mut p = presence.clone();
-                p.set_attr("to", r);
-                self.route(j, p).await;
+                p.set_attr("to", contact);
+                self.route(to, p).await;
             }
+        }
+    }
+
+    /// `template` to every available resource of the local account `bare`, addressed `to`,
+    /// or each to its own full JID when `to` is None.
+    pub(crate) fn deliver_template(&self, bare: &str, template: &Template, to: Option<&str>) {
+        let shard = self.shard(bare);
+        let Some(account) = shard.get(bare) else { return };
+        // The sinks only queue (they never call back into the router), so the shard stays
+        // locked for the loop rather than copying the targets out.
+        for s in account.sessions.iter().filter(|s| s.available.is_some()) {
+            let bytes = match to {
+                Some(to) => template.with(to),
+                None => template.with_parts(&[bare, "/", &s.resource]),
+            };
+            s.sink.deliver(ToClient::Raw(bytes));
         }
     }
 

@@ -19,6 +19,48 @@ pub struct Element {
     pub children: Vec<Node>,
 }
 
+/// An element serialized self-contained (as by [`Element::to_bytes`]) with a place for one
+/// attribute right after its name; made by [`Element::template`].
+#[derive(Clone, Debug)]
+pub struct Template {
+    bytes: Vec<u8>,
+    /// Where the attribute goes: after `<name` and the namespace declaration.
+    at: usize,
+    /// The attribute's name.
+    attr: &'static str,
+}
+
+impl Template {
+    /// The element's bytes with the attribute set to `value` (escaped): the bytes
+    /// [`Element::to_bytes`] gives for the element with that attribute first.
+    pub fn with(&self, value: &str) -> Vec<u8> {
+        self.with_parts(&[value])
+    }
+
+    /// [`Template::with`] with the value given in parts, joined (a full JID from its bare JID,
+    /// "/" and the resource, without formatting it first).
+    pub fn with_parts(&self, value: &[&str]) -> Vec<u8> {
+        let (head, tail) = self.bytes.split_at(self.at);
+        let len: usize = value.iter().map(|p| p.len()).sum();
+        let mut out = Vec::with_capacity(self.bytes.len() + self.attr.len() + len + 8);
+        out.extend_from_slice(head);
+        out.push(b' ');
+        out.extend_from_slice(self.attr.as_bytes());
+        out.extend_from_slice(b"='");
+        for part in value {
+            escape_into(&mut out, part, true);
+        }
+        out.push(b'\'');
+        out.extend_from_slice(tail);
+        out
+    }
+
+    /// The element's bytes without the attribute.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// A child node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -158,6 +200,12 @@ impl Element {
     /// The caller keeps names valid and text free of characters XML 1.0 forbids (anything parsed
     /// by the framer already is).
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        self.write_name(out, parent_ns);
+        self.write_rest(out);
+    }
+
+    /// `<name` and the namespace declaration when it differs from the parent's.
+    fn write_name(&self, out: &mut Vec<u8>, parent_ns: &str) {
         out.push(b'<');
         out.extend_from_slice(self.name.as_bytes());
         if self.ns != parent_ns {
@@ -165,13 +213,27 @@ impl Element {
             escape_into(out, &self.ns, true);
             out.push(b'\'');
         }
-        for (k, v) in &self.attrs {
+    }
+
+    /// The attributes, the children and the end tag.
+    fn write_rest(&self, out: &mut Vec<u8>) {
+        self.write_attrs(out, "");
+        self.write_children(out);
+    }
+
+    /// The attributes but `skip`.
+    fn write_attrs(&self, out: &mut Vec<u8>, skip: &str) {
+        for (k, v) in self.attrs.iter().filter(|(k, _)| k != skip) {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"='");
             escape_into(out, v, true);
             out.push(b'\'');
         }
+    }
+
+    /// `/>`, or `>`, the children and the end tag.
+    fn write_children(&self, out: &mut Vec<u8>) {
         if self.children.is_empty() {
             out.extend_from_slice(b"/>");
             return;
@@ -193,6 +255,19 @@ impl Element {
         let mut out = Vec::with_capacity(128);
         self.write_to(&mut out, "");
         out
+    }
+
+    /// Serialize once for many copies that differ in attribute `attr` only (a presence
+    /// broadcast: the same stanza, another 'to' for each contact). The element's own `attr`,
+    /// if any, is left out. Each [`Template::with`] then costs one copy of the bytes, not a
+    /// tree clone and a serialization.
+    pub fn template(&self, attr: &'static str) -> Template {
+        let mut bytes = Vec::with_capacity(128);
+        self.write_name(&mut bytes, "");
+        let at = bytes.len();
+        self.write_attrs(&mut bytes, attr);
+        self.write_children(&mut bytes);
+        Template { bytes, at, attr }
     }
 
     /// [`Element::to_bytes`] as a string, for logs and tests.
@@ -258,5 +333,25 @@ mod tests {
         e.append_text("b");
         assert_eq!(e.text(), "ab");
         assert_eq!(e.children.len(), 1);
+    }
+
+    #[test]
+    fn a_template_gives_the_bytes_of_the_element_with_the_attribute_first() {
+        let presence = Element::new("presence", "jabber:client")
+            .with_attr("from", "a@x/r")
+            .with_child(Element::new("show", "jabber:client").with_text("away"));
+        let template = presence.template("to");
+        assert_eq!(template.bytes(), presence.to_bytes().as_slice());
+        for to in ["b@x", "o'brien@x/<r>"] {
+            let mut expected = presence.clone();
+            expected.attrs.insert(0, ("to".into(), to.into()));
+            assert_eq!(template.with(to), expected.to_bytes(), "to={to}");
+            assert_eq!(template.with_parts(&["o'brien@x", "/", "<r>"]), template.with("o'brien@x/<r>"));
+        }
+        // The element's own value of the attribute is replaced, never repeated.
+        let addressed = presence.clone().with_attr("to", "old@x");
+        assert_eq!(addressed.template("to").with("b@x"), template.with("b@x"));
+        let empty = Element::new("presence", "").template("to");
+        assert_eq!(empty.with("b@x"), b"<presence to='b@x'/>");
     }
 }

@@ -24,5 +24,5 @@
 pub mod element;
 pub mod framer;
 
-pub use element::{Element, Node};
+pub use element::{Element, Node, Template};
 pub use framer::{Event, Limits, StreamHeader, StreamParser, XmlError};
