@@ -12,14 +12,18 @@
 //!   its local subscribers itself.
 //! - **Last presence.** `{prefix}{<bare JID>}:presence` is also a hash, resource → stanza, with a
 //!   TTL the publishing router refreshes every third of it. An unavailable presence deletes the
-//!   resource's field; a router that dies without cleaning up leaves entries that expire.
+//!   resource's field; a router that dies without cleaning up leaves entries that expire. A
+//!   login's contacts are read in one pipelined round per Redis node (see `read_last`).
 //! - **Trouble.** Every Redis call happens on one background task; the trait's methods only
 //!   record what they are asked and queue it, so nothing on the router's path waits for Redis.
 //!   While Redis is unreachable the bus reports `starling_redis_up 0`, logs, answers
 //!   [`PresenceBus::current`] with nothing, and retries with backoff; once it is back it
 //!   subscribes to every channel of interest again and republishes every local last presence.
-//!   A channel the server unsubscribes us from (a slot migrating on a Redis Cluster) is
-//!   subscribed again at once, which reaches the slot's new owner.
+//!   A channel the server unsubscribes us from (a slot migrating on a Redis Cluster, or a
+//!   master handing over to its replica with `CLUSTER FAILOVER`) is subscribed again at once,
+//!   which reaches the slot's new owner. A master that dies drops the connection: the bus
+//!   reconnects and resynchronises as above, retrying until the cluster has promoted the replica
+//!   (cluster-node-timeout plus an election), then presence flows again by itself.
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
@@ -377,10 +381,12 @@ async fn resync(
     for (channel, payload) in current {
         conn.publish(&channel, &message(cfg, &payload)).await?;
     }
-    for c in &channels {
-        for p in read_last(conn, c).await? {
-            let _ = out.send(p);
-        }
+    let (last, failed) = read_last(conn, &channels).await;
+    for p in last {
+        let _ = out.send(p);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     starling_telemetry::metrics().redis_subscriptions.set(channels.len() as i64);
     Ok(channels.len())
@@ -461,10 +467,69 @@ async fn resubscribe(conn: &mut Conn, state: &Mutex<State>) -> RedisResult<()> {
     Ok(())
 }
 
-/// The last presences cached under `key`.
-async fn read_last(conn: &mut Conn, key: &str) -> RedisResult<Vec<Element>> {
-    let fields: HashMap<String, Vec<u8>> = conn.query(redis::cmd("HGETALL").arg(key)).await?;
-    Ok(fields.values().filter_map(|b| starling_xmpp::session::parse_stored_stanza(b).ok()).collect())
+/// The last presences cached under `keys`, in one pipelined round per Redis node.
+///
+/// On one server that is one pipeline. On a Redis Cluster an async pipeline must stay within
+/// one slot, so the keys are grouped by slot and every group's pipeline is sent at once,
+/// without waiting for the others: the cluster client keeps one multiplexed connection per
+/// node, so all the groups bound for a node go out back to back and the reads cost one round
+/// trip to each node, in parallel, however many contacts there are. A group whose slot moved
+/// (migration, failover) is redirected by the client like a single command.
+///
+/// What could be read is returned even if some group failed; the error is reported alongside.
+async fn read_last(conn: &mut Conn, keys: &[String]) -> (Vec<Element>, Option<redis::RedisError>) {
+    fn parse(hashes: Vec<HashMap<String, Vec<u8>>>, into: &mut Vec<Element>) {
+        let stanzas = hashes.iter().flat_map(HashMap::values);
+        into.extend(stanzas.filter_map(|b| starling_xmpp::session::parse_stored_stanza(b).ok()));
+    }
+    let mut found = Vec::new();
+    if keys.is_empty() {
+        return (found, None);
+    }
+    let failed = match conn {
+        Conn::Single(c) => match hgetall_pipe(keys).query_async(c).await {
+            Ok(hashes) => {
+                parse(hashes, &mut found);
+                None
+            }
+            Err(e) => Some(e),
+        },
+        Conn::Cluster(c) => {
+            let mut by_slot: HashMap<redis::cluster_routing::Slot, Vec<String>> = HashMap::new();
+            for k in keys {
+                by_slot.entry(redis::cluster_routing::Slot::for_key(k)).or_default().push(k.clone());
+            }
+            // Spawned so that every group is in flight at once; each holds a handle on the
+            // same multiplexed cluster connection.
+            let mut groups = tokio::task::JoinSet::new();
+            for group in by_slot.into_values() {
+                let mut c = c.clone();
+                groups.spawn(async move { hgetall_pipe(&group).query_async(&mut c).await });
+            }
+            let mut failed = None;
+            while let Some(done) = groups.join_next().await {
+                match done {
+                    Ok(Ok(hashes)) => parse(hashes, &mut found),
+                    Ok(Err(e)) => failed = Some(e),
+                    Err(e) => {
+                        failed =
+                            Some(redis::RedisError::from((redis::ErrorKind::Io, "read task", e.to_string())))
+                    }
+                }
+            }
+            failed
+        }
+    };
+    (found, failed)
+}
+
+/// `HGETALL` of every key, as one pipeline.
+fn hgetall_pipe(keys: &[String]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("HGETALL").arg(k);
+    }
+    pipe
 }
 
 /// A bus message: the publishing router's id, then the stanza.
@@ -504,17 +569,7 @@ async fn apply(
             Ok(())
         }
         Op::Read(keys, reply) => {
-            let mut found = Vec::new();
-            let mut failed = None;
-            for key in keys {
-                match read_last(conn, &key).await {
-                    Ok(p) => found.extend(p),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
+            let (found, failed) = read_last(conn, &keys).await;
             let _ = reply.send(found);
             failed.map_or(Ok(()), Err)
         }

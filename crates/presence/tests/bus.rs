@@ -1,12 +1,13 @@
 //! The Redis presence bus against real `redis-server` processes: a single server (restarted
-//! mid-test) and a three-master Redis Cluster with a slot migrated under a live subscription.
-//! Two buses stand for two routers; every wait is on a condition, bounded.
+//! mid-test), a three-master Redis Cluster with a slot migrated under a live subscription, and
+//! a Redis Cluster with replicas whose masters fail over (gracefully, and killed so that a
+//! replica is promoted). Two buses stand for two routers; every wait is on a condition, bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use starling_presence::{channel_of, BusConfig, RedisBus};
 use starling_router::PresenceBus;
-use starling_testkit::{RedisCluster, RedisServer};
+use starling_testkit::{key_slot, RedisCluster, RedisServer};
 use starling_xml::Element;
 use starling_xmpp::{ns, FullJid};
 use std::sync::Arc;
@@ -131,4 +132,217 @@ async fn sharded_subscriptions_survive_a_slot_migration() {
         p.iter().any(|e| status_of(e).as_deref() == Some("after the migration"))
     })
     .await;
+}
+
+/// Contacts whose channels fall on every master of `cluster`, `per_master` of each, with the
+/// master serving each.
+fn contacts_on_every_master(cluster: &RedisCluster, per_master: usize) -> Vec<(String, usize)> {
+    let owners = cluster.owners();
+    let mut picked: Vec<(String, usize)> = Vec::new();
+    for i in 0.. {
+        let contact = format!("user{i}@localhost");
+        let channel = channel_of("starling:", &contact);
+        let owner = owners.of(key_slot(channel.as_bytes()));
+        if picked.iter().filter(|(_, o)| *o == owner).count() < per_master {
+            picked.push((contact, owner));
+        }
+        let masters: std::collections::HashSet<usize> = picked.iter().map(|(_, o)| *o).collect();
+        if masters.len() == 3 && picked.len() == 3 * per_master {
+            break;
+        }
+        assert!(i < 10_000, "contacts do not spread over the masters: {picked:?}");
+    }
+    picked
+}
+
+/// After `publish_until_received` showed the path works, a single publish arrives too: the
+/// subscription is stable, not merely re-made now and then.
+async fn published_once_arrives(
+    from_bus: &RedisBus,
+    inbox: &mut UnboundedReceiver<Element>,
+    from: &str,
+    status: &str,
+) {
+    let (jid, p) = available(from, status);
+    from_bus.publish(&jid, &p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, inbox.recv()).await {
+            Ok(Some(got)) if status_of(&got).as_deref() == Some(status) => return,
+            Ok(Some(_)) => {}
+            other => panic!("{status:?}, published once, did not arrive: {other:?}"),
+        }
+    }
+}
+
+/// Which failure the shard of the watched contact goes through.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// `CLUSTER FAILOVER` on the replica: the old master becomes its replica.
+    Graceful,
+    /// The master is killed (SIGKILL); the cluster promotes its replica.
+    MasterKilled,
+}
+
+/// Two routers' buses on a Redis Cluster with replicas; the shard holding a watched contact's
+/// channel fails over. The watching bus keeps (or renews) its subscription by itself, presence
+/// published afterwards reaches it, and the last-presence cache of contacts on every shard —
+/// the failed-over one included — is readable again in one call.
+async fn presence_survives(failure: Failure) {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let (one, _inbox_one) = bus(cluster.urls(), 1);
+    let (two, mut inbox_two) = bus(cluster.urls(), 2);
+    let contacts = contacts_on_every_master(&cluster, 2);
+    let (watched, master) = contacts[0].clone();
+    two.watch(&watched);
+    for (c, _) in &contacts {
+        let (jid, p) = available(&format!("{c}/r"), &format!("{c} before"));
+        one.publish(&jid, &p);
+    }
+    publish_until_received(&one, &mut inbox_two, &format!("{watched}/r"), "before").await;
+    let names: Vec<String> = contacts.iter().map(|(c, _)| c.clone()).collect();
+    current_until(&two, &names[1], "the cache before", |p| !p.is_empty()).await;
+
+    let replica = cluster.replica_of(master);
+    cluster.wait_replicated(master);
+    let errors_before = starling_telemetry::metrics().redis_errors.get();
+    let started = std::time::Instant::now();
+    match failure {
+        Failure::Graceful => cluster.failover(replica),
+        Failure::MasterKilled => {
+            cluster.kill(master);
+            cluster.wait_promoted(replica);
+        }
+    }
+    let slot = cluster.slot_of(&channel_of("starling:", &watched));
+    assert_eq!(cluster.owner_of(slot), replica, "the replica serves the watched contact now");
+    if matches!(failure, Failure::MasterKilled) {
+        // Degraded visibly: the buses count the failures on the lost master.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while starling_telemetry::metrics().redis_errors.get() == errors_before {
+            assert!(tokio::time::Instant::now() < deadline, "no Redis error counted for a killed master");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!("{failure:?}: the cluster agreed on the new master after {:?}", started.elapsed());
+
+    // Presence flows again without the router watching anew, and then stays up.
+    publish_until_received(&one, &mut inbox_two, &format!("{watched}/r"), "after the failover").await;
+    published_once_arrives(&one, &mut inbox_two, &format!("{watched}/r"), "once more").await;
+    eprintln!("{failure:?}: presence flowing again {:?} after the failure", started.elapsed());
+
+    // The cache: every contact on every shard comes back in one read (the data of the
+    // failed-over shard was replicated before the failure; the rest republished).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = two.current(names.clone()).await;
+        let mut froms: Vec<String> = now.iter().filter_map(|p| p.attr("from").map(str::to_owned)).collect();
+        froms.sort();
+        froms.dedup();
+        let mut want: Vec<String> = names.iter().map(|c| format!("{c}/r")).collect();
+        want.sort();
+        if froms == want {
+            let watched_now = now.iter().find(|p| p.attr("from") == Some(&format!("{watched}/r")));
+            assert_eq!(watched_now.and_then(status_of).as_deref(), Some("once more"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cache after the failover: {froms:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Repaired: the buses report Redis up again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while starling_telemetry::metrics().redis_up.get() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "starling_redis_up stays 0 after the failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_survives_a_graceful_failover() {
+    presence_survives(Failure::Graceful).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_survives_a_killed_master_and_its_replica_promoted() {
+    presence_survives(Failure::MasterKilled).await;
+}
+
+/// Publishes from `one` the presences of `contacts` (two resources for every third), then
+/// expects `two` to read them all, and nothing for contacts without one, in one call.
+async fn every_last_presence_comes_back(one: &RedisBus, two: &RedisBus, contacts: &[String], what: &str) {
+    let mut want = Vec::new();
+    for (i, c) in contacts.iter().enumerate() {
+        let resources: &[&str] = if i % 3 == 0 { &["a", "b"] } else { &["a"] };
+        for r in resources {
+            let from = format!("{c}/{r}");
+            let (jid, p) = available(&from, &format!("{what} {from}"));
+            one.publish(&jid, &p);
+            want.push((from.clone(), format!("{what} {from}")));
+        }
+    }
+    want.sort();
+    let mut asked = contacts.to_vec();
+    asked.extend((0..5).map(|i| format!("nobody{i}@localhost")));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut got: Vec<(String, String)> = two
+            .current(asked.clone())
+            .await
+            .iter()
+            .map(|p| (p.attr("from").unwrap_or_default().to_owned(), status_of(p).unwrap_or_default()))
+            .collect();
+        got.sort();
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: read {} of {}: {got:?}",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_read_returns_every_contact_on_one_server() {
+    let server = RedisServer::start();
+    let (one, _inbox_one) = bus(vec![server.url()], 1);
+    let (two, _inbox_two) = bus(vec![server.url()], 2);
+    let contacts: Vec<String> = (0..60).map(|i| format!("user{i}@localhost")).collect();
+    every_last_presence_comes_back(&one, &two, &contacts, "single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_read_returns_every_contact_across_slots_and_nodes() {
+    let cluster = RedisCluster::start();
+    let (one, _inbox_one) = bus(cluster.urls(), 1);
+    let (two, _inbox_two) = bus(cluster.urls(), 2);
+    // Contacts on every master, and two that share a slot (read in one group).
+    let mut contacts: Vec<String> =
+        contacts_on_every_master(&cluster, 20).into_iter().map(|(c, _)| c).collect();
+    let slot = |c: &str| key_slot(channel_of("starling:", c).as_bytes());
+    for c in contacts.iter().take(3) {
+        assert_eq!(
+            slot(c),
+            cluster.slot_of(&channel_of("starling:", c)),
+            "the slot as the server computes it"
+        );
+    }
+    let mut seen = std::collections::HashMap::new();
+    let pair = (0..)
+        .find_map(|i| {
+            let c = format!("pair{i}@localhost");
+            seen.insert(slot(&c), c.clone()).map(|other| (other, c))
+        })
+        .expect("two contacts in one slot");
+    assert_eq!(slot(&pair.0), slot(&pair.1));
+    contacts.extend([pair.0.clone(), pair.1]);
+    every_last_presence_comes_back(&one, &two, &contacts, "cluster").await;
+
+    // The shared slot moves to another master: its group is redirected, nothing is lost.
+    let from = cluster.owner_of(slot(&pair.0));
+    cluster.migrate_slot(slot(&pair.0), (from + 1) % 3);
+    every_last_presence_comes_back(&one, &two, &contacts, "after the migration").await;
 }

@@ -458,3 +458,85 @@ fn redis_cluster_conformance() {
     }
     assert!(s.list_accounts().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A Redis Cluster with replicas whose masters fail over.
+
+/// What every user was given before the failovers, checked (and extended) after each.
+fn check_users(s: &RedisStore, users: &[String], round: u64, what: &str) {
+    for u in users {
+        let stored = s.credentials(u).unwrap_or_else(|e| panic!("{what}: credentials of {u}: {e}"));
+        assert!(stored.expect("the account survives")[0].verify_password("pw"), "{what}: {u}");
+        let (ver, items) = s.roster(u).unwrap_or_else(|e| panic!("{what}: roster of {u}: {e}"));
+        assert_eq!(ver, round, "{what}: {u}'s roster version");
+        assert_eq!(items.len() as u64, round, "{what}: {u}'s roster");
+        assert_eq!(s.count_offline(u).unwrap(), round as usize, "{what}: {u}'s offline messages");
+        // And writes work: one more of each.
+        assert_eq!(s.put_roster_item(u, &item(&format!("c{round}@d"))).unwrap(), round + 1, "{what}: {u}");
+        assert!(s.push_offline(u, format!("m{round}").as_bytes(), 10).unwrap(), "{what}: {u}");
+    }
+}
+
+#[test]
+fn redis_cluster_store_survives_failovers() {
+    let mut cluster = Cluster::start_with_replicas();
+    let s = open(&cluster.urls());
+    // Users on every master.
+    let owners = cluster.owners();
+    let mut users: Vec<(String, usize)> = Vec::new();
+    for i in 0..10_000 {
+        let u = format!("user{i}@d");
+        let owner = owners.of(starling_testkit::key_slot(format!("starling:{{{u}}}:acct").as_bytes()));
+        if users.iter().filter(|(_, o)| *o == owner).count() < 3 {
+            users.push((u, owner));
+        }
+        if users.len() == 9 {
+            break;
+        }
+    }
+    assert_eq!(users.len(), 9, "users do not spread over three masters");
+    let names: Vec<String> = users.iter().map(|(u, _)| u.clone()).collect();
+    for u in &names {
+        s.create_account(u, creds("pw")).unwrap();
+        s.put_roster_item(u, &item("c0@d")).unwrap();
+        assert!(s.push_offline(u, b"m0", 10).unwrap());
+    }
+
+    // Graceful: the first shard's replica takes over.
+    let first = users[0].1;
+    let promoted = cluster.replica_of(first);
+    cluster.wait_replicated(first);
+    let started = Instant::now();
+    cluster.failover(promoted);
+    eprintln!("graceful failover agreed after {:?}", started.elapsed());
+    check_users(&s, &names, 1, "after a graceful failover");
+
+    // Crash: another shard's master is killed and its replica promoted. Meanwhile calls on that
+    // shard fail or succeed, but within the store's bound: nothing hangs.
+    let victim = users.iter().map(|(_, o)| *o).find(|&o| o != first && o != promoted).expect("another shard");
+    let heir = cluster.replica_of(victim);
+    cluster.wait_replicated(victim);
+    let on_victim: Vec<&String> = users.iter().filter(|(_, o)| *o == victim).map(|(u, _)| u).collect();
+    let started = Instant::now();
+    cluster.kill(victim);
+    let call = Instant::now();
+    let during = s.count_offline(on_victim[0]);
+    assert!(call.elapsed() < Duration::from_secs(15), "a call during the failover took {:?}", call.elapsed());
+    match &during {
+        Ok(n) => assert_eq!(*n, 2),
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("redis count_offline"), "{msg}"),
+        Err(e) => panic!("unexpected error during the failover: {e}"),
+    }
+    cluster.wait_promoted(heir);
+    eprintln!("killed master replaced after {:?} (call during it: {during:?})", started.elapsed());
+    check_users(&s, &names, 2, "after a master was killed");
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(s.list_accounts().unwrap(), sorted);
+
+    // A store opened afterwards, from the same seeds (one of them dead), works as well.
+    let fresh = open(&cluster.urls());
+    for u in &names {
+        assert_eq!(fresh.take_offline(u).unwrap().len(), 3, "{u}");
+    }
+}

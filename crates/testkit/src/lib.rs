@@ -1,6 +1,11 @@
 //! Test support shared by the suites (dev-dependency only): free loopback ports and real
 //! `redis-server` processes, started without persistence in temporary directories and killed
 //! on drop. A missing `redis-server` fails the test with the command that installs it.
+//!
+//! - [`RedisServer`]: one server (restartable, optionally durable).
+//! - [`RedisCluster`]: a real Redis Cluster of three masters, optionally each with a replica,
+//!   with the operations the failure tests need: slot migration, graceful failover
+//!   (`CLUSTER FAILOVER`) and a master killed so that its replica is promoted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -44,7 +49,13 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Whether it keeps an append-only file (data survives [`RedisServer::restart`]).
     durable: bool,
+    /// `cluster-node-timeout` in milliseconds when it runs in cluster mode: how long a master
+    /// may be unreachable before the cluster fails it over.
+    node_timeout_ms: u32,
 }
+
+/// `cluster-node-timeout` of [`RedisServer::start_with`]'s cluster nodes.
+const DEFAULT_NODE_TIMEOUT_MS: u32 = 5_000;
 
 impl RedisServer {
     /// A single server on a free port.
@@ -59,7 +70,7 @@ impl RedisServer {
         let mut dir = tempfile::tempdir().unwrap();
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::spawn_in(dir, free_port(false), false, true) {
+            match Self::spawn_in(dir, free_port(false), None, true) {
                 Ok(s) => return s,
                 Err((d, log)) => {
                     dir = d;
@@ -75,7 +86,8 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        match Self::spawn_in(dir, self.port, false, self.durable) {
+        let cluster = self.is_cluster().then_some(self.node_timeout_ms);
+        match Self::spawn_in(dir, self.port, cluster, self.durable) {
             Ok(s) => *self = s,
             Err((_, log)) => panic!("redis-server did not come back on port {}:\n{log}", self.port),
         }
@@ -85,27 +97,29 @@ impl RedisServer {
     /// it dies at startup (another process took the port in between). `cluster` enables Redis
     /// Cluster mode.
     pub fn start_with(cluster: bool, port: impl Fn(usize) -> Option<u16>) -> RedisServer {
+        Self::start_node(cluster.then_some(DEFAULT_NODE_TIMEOUT_MS), port)
+    }
+
+    /// [`RedisServer::start_with`], in cluster mode with `cluster-node-timeout` `Some(ms)`.
+    fn start_node(cluster: Option<u32>, port: impl Fn(usize) -> Option<u16>) -> RedisServer {
         require("redis-server");
         let mut last = String::new();
         for attempt in 0..5 {
-            let p = port(attempt).unwrap_or_else(|| free_port(cluster));
-            match Self::spawn(p, cluster) {
+            let p = port(attempt).unwrap_or_else(|| free_port(cluster.is_some()));
+            match Self::spawn_in(tempfile::tempdir().unwrap(), p, cluster, false) {
                 Ok(s) => return s,
-                Err(log) => last = log,
+                Err((_, log)) => last = log,
             }
         }
         panic!("redis-server would not start; last log:\n{last}");
     }
 
-    fn spawn(port: u16, cluster: bool) -> Result<RedisServer, String> {
-        Self::spawn_in(tempfile::tempdir().unwrap(), port, cluster, false).map_err(|(_, log)| log)
-    }
-
-    /// Start a server in `dir`; on failure the directory comes back with the log.
+    /// Start a server in `dir` (in cluster mode with `cluster-node-timeout` `Some(ms)`); on
+    /// failure the directory comes back with the log.
     fn spawn_in(
         dir: tempfile::TempDir,
         port: u16,
-        cluster: bool,
+        cluster: Option<u32>,
         durable: bool,
     ) -> Result<RedisServer, (tempfile::TempDir, String)> {
         let mut cmd = Command::new("redis-server");
@@ -119,12 +133,12 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if cluster {
+        if let Some(timeout) = cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")]);
-            cmd.args(["--cluster-node-timeout", "5000"]);
+            cmd.args(["--cluster-node-timeout", &timeout.to_string()]);
         }
         let child = cmd.spawn().expect("spawn redis-server");
-        let mut server = RedisServer { child, port, dir, durable };
+        let mut server = RedisServer { child, port, dir, durable, node_timeout_ms: cluster.unwrap_or(0) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -141,6 +155,16 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.node_timeout_ms > 0
+    }
+
+    /// Kill the server at once (SIGKILL), as a crash would; it stays down.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn take_dir(&mut self) -> tempfile::TempDir {
@@ -188,24 +212,128 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A real Redis Cluster of three masters (no replicas) on loopback, built with
-/// `redis-cli --cluster create`; every node is killed on drop.
+/// A real Redis Cluster on loopback, built with `redis-cli --cluster create`: three masters,
+/// optionally each with a replica; every node is killed on drop.
 pub struct RedisCluster {
-    /// The masters.
+    /// Every node, in the order they were started (the masters first as created; roles change
+    /// with failovers: ask [`RedisCluster::owner_of`] and [`RedisCluster::replica_of`]).
     pub nodes: Vec<RedisServer>,
+    /// Nodes stopped by [`RedisCluster::kill`]: nobody asks them anything any more.
+    dead: Vec<bool>,
+}
+
+/// The hash slot of `key` by the Redis Cluster specification: CRC16 (XMODEM) of the key, or of
+/// its hash tag (the first `{...}` with something inside), modulo 16384. Computed here so that a
+/// test can place thousands of keys without asking a server about each.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16_384
+}
+
+/// A snapshot of which node serves each slot ([`RedisCluster::owners`]).
+pub struct SlotOwners {
+    /// (first slot, last slot, node index).
+    ranges: Vec<(u16, u16, usize)>,
+}
+
+impl SlotOwners {
+    /// The node serving `slot`.
+    pub fn of(&self, slot: u16) -> usize {
+        match self.ranges.iter().find(|&&(a, b, _)| a <= slot && slot <= b) {
+            Some(&(_, _, node)) => node,
+            None => panic!("nobody serves slot {slot}: {:?}", self.ranges),
+        }
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+struct NodeLine {
+    port: u16,
+    flags: Vec<String>,
+    /// The master's id for a replica, `-` for a master.
+    master: String,
+    /// Slot ranges served (inclusive), importing/migrating markers left out.
+    slots: Vec<(u16, u16)>,
+}
+
+impl NodeLine {
+    fn parse(line: &str) -> Option<NodeLine> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            return None;
+        }
+        let port = f[1].split([':', '@']).nth(1)?.parse().ok()?;
+        let slots = f[8..]
+            .iter()
+            .filter(|r| !r.starts_with('['))
+            .filter_map(|r| match r.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => r.parse().ok().map(|s| (s, s)),
+            })
+            .collect();
+        Some(NodeLine {
+            port,
+            flags: f[2].split(',').map(str::to_owned).collect(),
+            master: f[3].to_owned(),
+            slots,
+        })
+    }
+
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `None`; panics with its last answer (what is
+/// still wrong) after `limit`.
+fn wait_for(limit: Duration, mut check: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            None => return,
+            Some(wrong) => assert!(Instant::now() < deadline, "still, after {limit:?}: {wrong}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl RedisCluster {
-    /// Start three nodes and join them; returns once every node reports `cluster_state:ok`.
+    /// Three masters, no replicas; returns once every node reports `cluster_state:ok`.
     pub fn start() -> RedisCluster {
+        Self::create(0, DEFAULT_NODE_TIMEOUT_MS)
+    }
+
+    /// Three masters, each with one replica, and a `cluster-node-timeout` of 1 s, so that a
+    /// killed master's replica is promoted within a few seconds. Returns once the cluster is ok
+    /// on every node and every replica is in sync with its master.
+    pub fn start_with_replicas() -> RedisCluster {
+        Self::create(1, 1_000)
+    }
+
+    fn create(replicas: usize, node_timeout_ms: u32) -> RedisCluster {
         require("redis-cli");
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true, |_| None)).collect();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+            .map(|_| RedisServer::start_node(Some(node_timeout_ms), |_| None))
+            .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
@@ -215,24 +343,72 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for node in &cluster.nodes {
-            loop {
-                let info = redis_cli(node.port, &["CLUSTER", "INFO"]);
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster not ok after 60 s:\n{info}\n{}", node.log());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let dead = vec![false; nodes.len()];
+        let cluster = RedisCluster { nodes, dead };
+        cluster.wait_healthy(Duration::from_secs(60));
         cluster
     }
 
-    /// Seed URLs of every node.
+    /// Waits until every live node reports `cluster_state:ok`, all of them agree on which node
+    /// serves each slot, and every replica's link to its master is up.
+    pub fn wait_healthy(&self, limit: Duration) {
+        wait_for(limit, || {
+            let mut owners: Option<Vec<(u16, u16, u16)>> = None;
+            for i in self.live() {
+                let port = self.nodes[i].port;
+                let info = redis_cli(port, &["CLUSTER", "INFO"]);
+                if !info.contains("cluster_state:ok") {
+                    return Some(format!("node {port}: {info}\n{}", self.nodes[i].log()));
+                }
+                let view = self.view(i);
+                let mut served: Vec<(u16, u16, u16)> = view
+                    .iter()
+                    .filter(|l| l.has("master") && !l.has("fail"))
+                    .flat_map(|l| l.slots.iter().map(|&(a, b)| (a, b, l.port)))
+                    .collect();
+                served.sort_unstable();
+                match &owners {
+                    Some(o) if *o != served => {
+                        return Some(format!("node {port} sees other owners: {served:?}"))
+                    }
+                    _ => owners = Some(served),
+                }
+                let Some(me) = view.iter().find(|l| l.has("myself")) else {
+                    return Some(format!("node {port}: no `myself` line"));
+                };
+                if me.has("slave") {
+                    let repl = redis_cli(port, &["INFO", "replication"]);
+                    if !repl.contains("master_link_status:up") {
+                        return Some(format!("replica {port} not in sync: {repl}"));
+                    }
+                }
+            }
+            None
+        });
+    }
+
+    /// Seed URLs of every node started (killed ones included: clients must cope).
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect()
+    }
+
+    /// The nodes not killed.
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| !self.dead[i])
+    }
+
+    /// The port of some live node, to ask about the cluster.
+    fn any_port(&self) -> u16 {
+        self.live().map(|i| self.nodes[i].port).next().expect("a live node")
+    }
+
+    /// Node `i`'s `CLUSTER NODES` view.
+    fn view(&self, i: usize) -> Vec<NodeLine> {
+        redis_cli(self.nodes[i].port, &["CLUSTER", "NODES"]).lines().filter_map(NodeLine::parse).collect()
+    }
+
+    fn index_of(&self, port: u16) -> usize {
+        self.nodes.iter().position(|n| n.port == port).expect("a known node")
     }
 
     /// The cluster node id of node `i`.
@@ -240,32 +416,95 @@ impl RedisCluster {
         redis_cli(self.nodes[i].port, &["CLUSTER", "MYID"])
     }
 
-    /// The hash slot of `key` (or of a channel name).
+    /// The hash slot of `key` (or of a channel name), as the server computes it.
     pub fn slot_of(&self, key: &str) -> u16 {
-        redis_cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key]).parse().expect("a slot number")
+        redis_cli(self.any_port(), &["CLUSTER", "KEYSLOT", key]).parse().expect("a slot number")
     }
 
-    /// Which node serves `slot` now (by its own `CLUSTER NODES` view of node 0).
+    /// Which node serves `slot` now, as the first live node sees it.
     pub fn owner_of(&self, slot: u16) -> usize {
-        let nodes = redis_cli(self.nodes[0].port, &["CLUSTER", "NODES"]);
-        for line in nodes.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let serves = fields.iter().skip(8).any(|r| match r.split_once('-') {
-                Some((a, b)) => {
-                    a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
-                }
-                None => r.parse::<u16>().is_ok_and(|s| s == slot),
-            });
-            if serves {
-                let port: u16 =
-                    fields[1].split([':', '@']).nth(1).and_then(|p| p.parse().ok()).expect("a port");
-                return self.nodes.iter().position(|n| n.port == port).expect("a known node");
-            }
-        }
-        panic!("nobody serves slot {slot}:\n{nodes}");
+        self.owners().of(slot)
     }
 
-    /// Migrate `slot` with its keys to node `to`, the way `redis-cli --cluster reshard` does:
+    /// Which node serves every slot now, as the first live node sees it: one `CLUSTER NODES`
+    /// for any number of look-ups.
+    pub fn owners(&self) -> SlotOwners {
+        let i = self.live().next().expect("a live node");
+        let ranges = self
+            .view(i)
+            .iter()
+            .filter(|l| l.has("master") && !l.has("fail"))
+            .flat_map(|l| {
+                let node = self.index_of(l.port);
+                l.slots.iter().map(move |&(a, b)| (a, b, node))
+            })
+            .collect();
+        SlotOwners { ranges }
+    }
+
+    /// The replica of master `master`.
+    pub fn replica_of(&self, master: usize) -> usize {
+        let id = self.node_id(master);
+        let view = self.view(master);
+        match view.iter().find(|l| l.has("slave") && l.master == id) {
+            Some(l) => self.index_of(l.port),
+            None => panic!("node {} has no replica", self.nodes[master].port),
+        }
+    }
+
+    /// Kill node `i` (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+        self.dead[i] = true;
+    }
+
+    /// Waits until master `master`'s replica has every write the master has acknowledged, so a
+    /// failover loses nothing.
+    pub fn wait_replicated(&self, master: usize) {
+        let port = self.nodes[master].port;
+        wait_for(Duration::from_secs(20), || {
+            let info = redis_cli(port, &["INFO", "replication"]);
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            let master_offset: u64 = field("master_repl_offset:").parse().unwrap_or(u64::MAX);
+            let replica_offset: u64 = field("slave0:")
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("offset="))
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            (replica_offset < master_offset).then(|| format!("replica behind: {info}"))
+        });
+    }
+
+    /// Graceful failover: `CLUSTER FAILOVER` on replica `replica`, which becomes the master of
+    /// its shard once it has caught up; returns when the whole cluster agrees.
+    pub fn failover(&self, replica: usize) {
+        assert_eq!(redis_cli(self.nodes[replica].port, &["CLUSTER", "FAILOVER"]), "OK");
+        self.wait_promoted(replica);
+    }
+
+    /// Waits until node `node` is a master serving slots and the cluster is healthy again
+    /// (after [`RedisCluster::failover`], or after its master was killed).
+    pub fn wait_promoted(&self, node: usize) {
+        let port = self.nodes[node].port;
+        wait_for(Duration::from_secs(30), || {
+            let role = redis_cli(port, &["ROLE"]);
+            if !role.starts_with("master") {
+                return Some(format!("node {port} is not a master yet: {role}"));
+            }
+            match self.view(node).into_iter().find(|l| l.has("myself")) {
+                Some(me) if !me.slots.is_empty() => None,
+                _ => Some(format!("node {port} serves no slot yet")),
+            }
+        });
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
+    /// Migrate `slot` with its keys to master `to`, the way `redis-cli --cluster reshard` does:
     /// IMPORTING/MIGRATING, MIGRATE every key, then SETSLOT NODE on every master.
     pub fn migrate_slot(&self, slot: u16, to: usize) {
         let from = self.owner_of(slot);
@@ -286,9 +525,28 @@ impl RedisCluster {
             args.extend(keys);
             assert_eq!(redis_cli(fp, &args), "OK");
         }
-        for n in &self.nodes {
-            assert_eq!(redis_cli(n.port, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK");
+        let masters: Vec<usize> = self
+            .live()
+            .filter(|&i| self.view(i).iter().any(|l| l.has("myself") && l.has("master")))
+            .collect();
+        for i in masters {
+            assert_eq!(redis_cli(self.nodes[i].port, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK");
         }
         assert_eq!(self.owner_of(slot), to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn key_slots_follow_the_cluster_specification() {
+        // The specification's check value: CRC16/XMODEM("123456789") = 0x31C3.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"), "an empty tag hashes the whole key");
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 }
