@@ -102,7 +102,13 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// A random lowercase hex string of `2 * 12` characters (stream ids, generated resources).
 pub fn random_id() -> String {
-    random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(24);
+    for b in random_bytes::<12>() {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    id
 }
 
 /// Escape a value for a single-quoted attribute.

@@ -268,6 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_stored_as_base64_and_the_older_list_form_still_reads() {
+        let c = ScramCredentials::derive(ScramHash::Sha1, "pw", b"salt", 4096).unwrap();
+        let stored = serde_json::to_value(&c).unwrap();
+        assert_eq!(stored["salt"], serde_json::json!("c2FsdA=="));
+        assert!(stored["stored_key"].is_string() && stored["server_key"].is_string());
+        // What stores written before the change hold: every byte string a list of numbers.
+        let mut older = stored.clone();
+        for field in ["salt", "stored_key", "server_key"] {
+            let bytes: &[u8] = match field {
+                "salt" => &c.salt,
+                "stored_key" => &c.stored_key,
+                _ => &c.server_key,
+            };
+            older[field] = serde_json::json!(bytes);
+        }
+        assert!(older["salt"].is_array());
+        let read: ScramCredentials = serde_json::from_value(older).unwrap();
+        assert_eq!(read, c);
+        assert!(read.verify_password("pw"));
+        assert!(serde_json::from_value::<ScramCredentials>(serde_json::json!({
+            "hash": stored["hash"], "salt": "not base64!", "iterations": 4096,
+            "stored_key": stored["stored_key"], "server_key": stored["server_key"]
+        }))
+        .is_err());
+    }
+
+    #[test]
     fn roster_versions_increase_and_items_are_per_user() {
         let (_d, s) = open();
         let item = RosterItem::new(&BareJid::new("b@d").unwrap());
