@@ -152,7 +152,7 @@ impl Router {
         presence.set_attr("from", from.to_string());
         let bare = from.to_bare();
         let key = bare.to_string();
-        let (initial, subscribers, watched, pending_in, own) = {
+        let (initial, subscribers, watched, pending_in) = {
             let mut shard = self.shard(&key);
             let Some(account) = shard.get_mut(&key) else { return };
             let Some(session) = account.sessions.iter_mut().find(|s| s.resource == from.resource().as_str())
@@ -168,16 +168,12 @@ impl Router {
                 visible.filter(|i| i.state.subscription.has_to()).map(|i| i.jid.clone()).collect();
             let pending_in: Vec<String> =
                 account.roster.values().filter(|i| i.state.pending_in).map(|i| i.jid.clone()).collect();
-            let own: Vec<Target> =
-                account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target(&key)).collect();
-            (initial, subscribers, watched, pending_in, own)
+            (initial, subscribers, watched, pending_in)
         };
         // Serialized once; every copy below differs only in its 'to'.
         let template = presence.template("to");
         // §4.2.2: to the user's own available resources, including the sender.
-        for t in &own {
-            t.sink.deliver(ToClient::Raw(template.with(&t.jid)));
-        }
+        self.deliver_template(&key, &template, None);
         // §4.2.2 / §4.4.2: to every contact with a subscription from the user; those homed
         // on other routers get it through the bus, published once.
         let local: Vec<String> = subscribers.into_iter().filter(|c| !self.bus_delivers(c)).collect();

@@ -495,3 +495,46 @@ async fn concurrent_roster_changes_of_one_account_are_all_kept() {
     }
     assert!(lost.is_empty(), "lost updates:\n{}", lost.join("\n"));
 }
+
+/// A broadcast is serialized once and copied per recipient with its own 'to': every resource of
+/// the sender gets it addressed to its full JID, every resource of a subscribed contact to the
+/// contact's bare JID, and nobody without a subscription hears it.
+#[tokio::test]
+async fn a_broadcast_reaches_own_resources_and_every_resource_of_each_subscriber() {
+    let w = world(&["alice", "bob", "carol"]);
+    let (a1, ra1, _) = online(&w, "alice@localhost/one").await;
+    let (a2, ra2, _) = online(&w, "alice@localhost/two").await;
+    let (b1, rb1, _) = online(&w, "bob@localhost/x").await;
+    let (b2, rb2, _) = online(&w, "bob@localhost/y").await;
+    let (c, rc, _) = online(&w, "carol@localhost/z").await;
+    for (j, _) in [(&a2, &ra2), (&b1, &rb1), (&b2, &rb2), (&c, &rc)] {
+        w.router.handle_from_client(j, presence(0)).await;
+    }
+    // bob subscribes to alice and she approves: bob sees alice's presence, carol does not.
+    w.router.handle_from_client(&b1, sub("subscribe", "alice@localhost")).await;
+    w.router.handle_from_client(&a1, sub("subscribed", "bob@localhost")).await;
+    for r in [&ra1, &ra2, &rb1, &rb2, &rc] {
+        r.take();
+    }
+    let away = presence(3).with_child(Element::new("show", ns::CLIENT).with_text("away"));
+    w.router.handle_from_client(&a1, away).await;
+    let heard = |r: &Recorder| -> Vec<Element> {
+        r.stanzas().into_iter().filter(|e| e.name == "presence" && e.attr("type").is_none()).collect()
+    };
+    for (r, to) in [(&ra1, "alice@localhost/one"), (&ra2, "alice@localhost/two")] {
+        let got = heard(r);
+        assert_eq!(got.len(), 1, "{to}: {got:?}");
+        assert_eq!(got[0].attr("to"), Some(to));
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/one"));
+    }
+    for r in [&rb1, &rb2] {
+        let got = heard(r);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("to"), Some("bob@localhost"));
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/one"));
+        let show = got[0].get_child("show", ns::CLIENT).map(|s| s.text());
+        assert_eq!(show.as_deref(), Some("away"));
+        assert_eq!(got[0].attrs.iter().filter(|(k, _)| k == "to").count(), 1, "one 'to' only");
+    }
+    assert!(heard(&rc).is_empty(), "carol has no subscription to alice");
+}
