@@ -156,7 +156,7 @@ impl Router {
         let Some(account) = shard.get(&key) else { return Vec::new() };
         let prios: Vec<Option<i8>> =
             account.sessions.iter().map(|s| s.available.as_ref().map(|a| a.priority)).collect();
-        select_resources(&prios, how).into_iter().map(|i| account.sessions[i].target(&key)).collect()
+        select_resources(&prios, how).into_iter().map(|i| account.sessions[i].target()).collect()
     }
 
     /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) for messages. The session `exclude`

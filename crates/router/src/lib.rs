@@ -202,10 +202,8 @@ pub struct Router {
     offline_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
-/// A sink and the full JID it belongs to, collected under a lock and used after it.
+/// A session's sink, collected under a lock and used after it.
 pub(crate) struct Target {
-    /// The session's full JID.
-    pub(crate) jid: String,
     /// Which bind it is, so a re-delivery can skip the session that could not take a stanza.
     pub(crate) id: SessionId,
     /// Where its stanzas go.
@@ -213,9 +211,9 @@ pub(crate) struct Target {
 }
 
 impl Session {
-    /// This session as a delivery target of account `bare`.
-    pub(crate) fn target(&self, bare: &str) -> Target {
-        Target { jid: format!("{bare}/{}", self.resource), id: self.id, sink: self.sink.clone() }
+    /// This session as a delivery target.
+    pub(crate) fn target(&self) -> Target {
+        Target { id: self.id, sink: self.sink.clone() }
     }
 }
 
@@ -686,11 +684,7 @@ impl Router {
         let bare = full.to_bare().to_string();
         let shard = self.shard(&bare);
         let account = shard.get(&bare)?;
-        account.sessions.iter().find(|s| s.resource == full.resource().as_str()).map(|s| Target {
-            jid: full.to_string(),
-            id: s.id,
-            sink: s.sink.clone(),
-        })
+        account.sessions.iter().find(|s| s.resource == full.resource().as_str()).map(Session::target)
     }
 
     /// Whether an account exists (bound sessions imply it does).

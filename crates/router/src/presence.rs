@@ -132,7 +132,7 @@ impl Router {
         let key = bare.to_string();
         let shard = self.shard(&key);
         let Some(account) = shard.get(&key) else { return Vec::new() };
-        account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target(&key)).collect()
+        account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target()).collect()
     }
 
     /// The current presences of `bare`'s available resources, each with 'from' set.

@@ -173,7 +173,7 @@ impl Router {
     pub(crate) fn all_sessions(&self, user: &BareJid) -> Vec<crate::Target> {
         let key = user.to_string();
         let shard = self.shard(&key);
-        shard.get(&key).map(|a| a.sessions.iter().map(|s| s.target(&key)).collect()).unwrap_or_default()
+        shard.get(&key).map(|a| a.sessions.iter().map(|s| s.target()).collect()).unwrap_or_default()
     }
 
     /// An iq from a session addressed to its own account (no 'to', or its bare JID).
