@@ -34,6 +34,8 @@ PRESENCE_ROUND_SECS=${PRESENCE_ROUND_SECS:-60}   # bound on each round (and the 
 PRESENCE_SETUP_SECS=${PRESENCE_SETUP_SECS:-1200} # bound on making the rosters
 PRESENCE_PREFIX=${PRESENCE_PREFIX:-k${PRESENCE_CONTACTS}n${PRESENCE_USERS}u}
 PW=password
+# The servers listen on 25222 (Starling), 25223 (Prosody) and 25224 (ejabberd): below the
+# kernel's ephemeral range (32768–60999 here), so a login storm's client ports never hold them.
 OUT=target/bench
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
@@ -100,14 +102,14 @@ scenarios() { # label port pid
 
 run_starling() {
   local dir; dir=$(mktemp -d)
-  export STARLING_DATA_DIR="\"$dir\"" STARLING_C2S__LISTEN=127.0.0.1:35222 STARLING_C2S__DIRECT_TLS_LISTEN= \
+  export STARLING_DATA_DIR="\"$dir\"" STARLING_C2S__LISTEN=127.0.0.1:25222 STARLING_C2S__DIRECT_TLS_LISTEN= \
     STARLING_C2S__STARTTLS_REQUIRED=false STARLING_C2S__ALLOW_PLAINTEXT_AUTH=true STARLING_HTTP__LISTEN= \
     STARLING_LOG__LEVEL=warn
   for n in $(accounts); do "$STARLING" user add "$n@localhost" --password "$PW" >/dev/null; done
   taskset -c 0 "$STARLING" serve >"$dir/stdout" 2>"$dir/stderr" &
   local pid=$!
-  wait_port 127.0.0.1:35222 30
-  scenarios starling 35222 "$pid"
+  wait_port 127.0.0.1:25222 30
+  scenarios starling 25222 "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   unset STARLING_DATA_DIR STARLING_C2S__LISTEN STARLING_C2S__DIRECT_TLS_LISTEN STARLING_C2S__STARTTLS_REQUIRED \
     STARLING_C2S__ALLOW_PLAINTEXT_AUTH STARLING_HTTP__LISTEN STARLING_LOG__LEVEL
@@ -116,7 +118,7 @@ run_starling() {
 
 run_prosody() {
   local dir; dir=$(mktemp -d); chown prosody "$dir"
-  sed "s#@DATA@#$dir#g; s#@PORT@#35223#g" benches/peers/prosody.cfg.lua.in > "$dir/prosody.cfg.lua"
+  sed "s#@DATA@#$dir#g; s#@PORT@#25223#g" benches/peers/prosody.cfg.lua.in > "$dir/prosody.cfg.lua"
   for i in $(seq "$USERS"); do
     su -s /bin/sh prosody -c "prosodyctl --config $dir/prosody.cfg.lua register user$i localhost $PW" >/dev/null
   done
@@ -130,8 +132,8 @@ run_prosody() {
   fi
   # su starts from PAM's soft limit of 1024 open files, too few for the presence ring's sessions.
   su -s /bin/sh prosody -c "ulimit -n \$(ulimit -Hn) && taskset -c 0 prosody --config $dir/prosody.cfg.lua"
-  wait_port 127.0.0.1:35223 30
-  scenarios prosody 35223 "$(cat "$dir/prosody.pid")"
+  wait_port 127.0.0.1:25223 30
+  scenarios prosody 25223 "$(cat "$dir/prosody.pid")"
   kill "$(cat "$dir/prosody.pid")" || true
   rm -rf "$dir"
 }
@@ -139,7 +141,7 @@ run_prosody() {
 run_ejabberd() {
   local cfg=/etc/ejabberd/ejabberd.yml
   [ -f "$cfg.starling-bench-backup" ] || cp "$cfg" "$cfg.starling-bench-backup"
-  sed "s#@PORT@#35224#g" benches/peers/ejabberd.yml > "$cfg"
+  sed "s#@PORT@#25224#g" benches/peers/ejabberd.yml > "$cfg"
   # As the ejabberd user, so it keeps the raised open-files limit (ejabberdctl run by root starts
   # it through su, which resets it to PAM's 1024: too few for the presence ring's sessions).
   su -s /bin/sh ejabberd -c "cd /var/lib/ejabberd && ulimit -n \$(ulimit -Hn) && HOME=/var/lib/ejabberd \
@@ -154,10 +156,10 @@ run_ejabberd() {
   else
     for n in $(accounts); do ejabberdctl register "$n" localhost "$PW" >/dev/null 2>&1 || true; done
   fi
-  wait_port 127.0.0.1:35224 30
+  wait_port 127.0.0.1:25224 30
   local pid; pid=$(pgrep -f 'beam.smp.*ejabberd' | head -n1)
   taskset -acp 0 "$pid" >/dev/null
-  scenarios ejabberd 35224 "$pid"
+  scenarios ejabberd 25224 "$pid"
   ejabberdctl stop >/dev/null || true
   cp "$cfg.starling-bench-backup" "$cfg"
 }
