@@ -8,6 +8,7 @@ use crate::io::{random_id, read_into, shutdown_within, stream_header, write_all_
 use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use starling_store::Access;
 use starling_telemetry::metrics;
 use starling_xml::{Element, Event, StreamHeader, StreamParser};
 use starling_xmpp::sasl::{parse_plain, SaslFailure, ScramCredentials, ScramHash, ScramServer};
@@ -593,11 +594,11 @@ impl<H: SessionHost> Client<H> {
         }
     }
 
-    /// Look up an account's credentials off the async threads.
+    /// Look up an account's credentials (in place where the store's reads are local).
     async fn credentials(&self, user: &BareJid) -> Option<Vec<ScramCredentials>> {
         let accounts = self.edge.accounts.clone();
         let key = user.to_string();
-        tokio::task::spawn_blocking(move || accounts.credentials(&key)).await.ok()?.ok()?
+        starling_store::call(&accounts, Access::Read, move |a| a.credentials(&key)).await.ok()?
     }
 
     /// The account named by a SASL username on this stream's domain.

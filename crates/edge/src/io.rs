@@ -1,5 +1,6 @@
 //! The connection type shared by client and component streams, and small stream-writing helpers.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -152,17 +153,24 @@ pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";
 /// Read what the peer sent into `buf`. On a plain TCP stream with no buffer allocated (an idle
 /// connection released it), wait until the socket is readable and only then reserve, so an idle
 /// session holds no read buffer. TLS streams keep their own buffers; they read directly.
+///
+/// The read itself goes through `poll_read`, which clears the socket's readiness after a short
+/// read (the kernel buffer is then known to be empty): the next wait sleeps in epoll instead of
+/// waking at once for a `recv` that can only fail with `EAGAIN`. That was one wasted system call
+/// in every read of a login.
 pub async fn read_into(conn: &mut Conn, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
     match conn {
         Conn::Plain(tcp) if buf.capacity() == 0 => loop {
             tcp.readable().await?;
             buf.reserve(READ_CHUNK);
-            match tcp.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
-                // The readiness was stale (tokio clears it only on WouldBlock): wait again
-                // holding nothing, as before.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = bytes::BytesMut::new(),
-                Err(e) => return Err(e),
+            let attempt = {
+                let mut read = std::pin::pin!(tcp.read_buf(buf));
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            match attempt {
+                Poll::Ready(r) => return r,
+                // The readiness was stale: wait again holding nothing, as before.
+                Poll::Pending => *buf = bytes::BytesMut::new(),
             }
         },
         _ => conn.read_buf(buf).await,

@@ -233,6 +233,15 @@ impl Router {
     pub(crate) async fn flush_offline(&self, full: &FullJid) {
         let user = full.to_bare().to_string();
         let _offline = self.offline_lock(&user).await;
+        // Most logins find nothing stored: a read says so without taking the store's write lock
+        // (and, where reads are local, without leaving this thread). The offline lock keeps
+        // anything from being stored between the two calls.
+        let key = user.clone();
+        match self.read(move |s| s.count_offline(&key)).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => return tracing::warn!(error = %e, "reading offline messages failed"),
+        }
         let stored = match self.blocking(move |s| s.take_offline(&user)).await {
             Ok(v) => v,
             Err(e) => return tracing::warn!(error = %e, "reading offline messages failed"),

@@ -23,7 +23,7 @@ pub mod roster;
 pub mod services;
 
 pub use bus::{LocalBus, PresenceBus};
-use starling_store::{Store, StoreError};
+use starling_store::{Access, Store, StoreError};
 use starling_xml::Element;
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::session::{Deliver, ToClient};
@@ -286,17 +286,22 @@ impl Router {
         self.offline_locks[idx].lock().await
     }
 
-    /// Run a store call on a blocking thread.
+    /// Run a store call that may write: on a blocking thread.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&(dyn Store + 'static)) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&*store)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Backend(format!("store task failed: {e}"))),
-        }
+        starling_store::call(&self.store, Access::Write, f).await
+    }
+
+    /// Run a store call that only reads: in place when the backend's reads are local.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&(dyn Store + 'static)) -> Result<T, StoreError> + Send + 'static,
+    {
+        starling_store::call(&self.store, Access::Read, f).await
     }
 
     /// Bind a resource (RFC 6120 §7). A session already bound to the same full JID is replaced:
@@ -315,7 +320,7 @@ impl Router {
             None
         } else {
             let user = bare.clone();
-            Some(self.blocking(move |s| s.roster(&user)).await?)
+            Some(self.read(move |s| s.roster(&user)).await?)
         };
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let mut watched = Vec::new();
@@ -693,7 +698,7 @@ impl Router {
         if self.shard(&user).contains_key(&user) {
             return true;
         }
-        matches!(self.blocking(move |s| s.credentials(&user)).await, Ok(Some(_)))
+        matches!(self.read(move |s| s.credentials(&user)).await, Ok(Some(_)))
     }
 }
 

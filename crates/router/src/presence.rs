@@ -315,7 +315,7 @@ impl Router {
                     .collect();
             }
         }
-        match self.blocking(move |s| s.roster(&key)).await {
+        match self.read(move |s| s.roster(&key)).await {
             Ok((_, items)) => items
                 .into_iter()
                 .filter(|i| !i.hidden && i.state.subscription.has_from())
@@ -374,7 +374,7 @@ impl Router {
             match cached {
                 Some(v) => v,
                 None => matches!(
-                    self.blocking(move |s| s.roster_item(&key, &contact)).await,
+                    self.read(move |s| s.roster_item(&key, &contact)).await,
                     Ok(Some(i)) if i.state.subscription.has_from()
                 ),
             }

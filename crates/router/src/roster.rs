@@ -30,7 +30,7 @@ impl Router {
             Some("get") => {
                 self.set_roster_interested(from);
                 let key = user.to_string();
-                let (ver, items) = match self.blocking(move |s| s.roster(&key)).await {
+                let (ver, items) = match self.read(move |s| s.roster(&key)).await {
                     Ok(r) => r,
                     Err(_) => return self.bounce(&iq, StanzaError::InternalServerError),
                 };
@@ -114,7 +114,7 @@ impl Router {
                 return a.roster.get(&c).cloned();
             }
         }
-        self.blocking(move |s| s.roster_item(&key, &c)).await.ok().flatten()
+        self.read(move |s| s.roster_item(&key, &c)).await.ok().flatten()
     }
 
     /// Store an item, refresh the cache, and push it to interested resources unless hidden.

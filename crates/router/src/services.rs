@@ -222,7 +222,7 @@ impl Router {
     /// The stored vCard, or an empty one (XEP-0054 §3.1: empty vCard when none was published).
     async fn load_vcard(&self, bare: &str) -> Element {
         let key = bare.to_owned();
-        let stored = self.blocking(move |s| s.document(&key, "vcard")).await.ok().flatten();
+        let stored = self.read(move |s| s.document(&key, "vcard")).await.ok().flatten();
         stored
             .and_then(|b| starling_xmpp::session::parse_stored_stanza(&b).ok())
             .unwrap_or_else(|| Element::new("vCard", ns::VCARD))
@@ -253,7 +253,7 @@ impl Router {
         let wanted = &children[0];
         let key = bare.clone();
         let doc = format!("private:{{{}}}{}", wanted.ns, wanted.name);
-        let stored = self.blocking(move |s| s.document(&key, &doc)).await.ok().flatten();
+        let stored = self.read(move |s| s.document(&key, &doc)).await.ok().flatten();
         let value = stored
             .and_then(|b| starling_xmpp::session::parse_stored_stanza(&b).ok())
             .unwrap_or_else(|| wanted.clone());

@@ -6,7 +6,7 @@
 //! - `offline`: (user, seq) → stanza bytes; `offline_seq`: user → next seq
 //! - `documents`: (user, key) → bytes
 
-use crate::{AccountStore, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
+use crate::{AccountStore, Backend, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::sasl::ScramCredentials;
@@ -51,6 +51,14 @@ impl EmbeddedStore {
         let next = t.get(user).map_err(backend)?.map(|v| v.value()).unwrap_or(0) + 1;
         t.insert(user, next).map_err(backend)?;
         Ok(next)
+    }
+}
+
+/// Reads take a redb read transaction: no writer blocks it, and the pages come from the
+/// database's cache or the OS page cache (one `pread` of a page on a miss).
+impl Backend for EmbeddedStore {
+    fn local_reads(&self) -> bool {
+        true
     }
 }
 

@@ -13,8 +13,10 @@
 //!   cluster so any router can own any user; see [`crate::redis`] for the key layout.
 //!
 //! Both behave identically (the same conformance test runs against each).
-//! Calls are blocking (they may fsync or wait on the network); async callers run them on a
-//! blocking thread.
+//! Calls are blocking (they may fsync or wait on the network); async callers go through [`call`],
+//! which runs them on a blocking thread, except the reads of a backend whose reads are local
+//! ([`Backend::local_reads`]): those run in place, since handing a few microseconds of work to
+//! another thread and back costs more than the work.
 
 pub mod embedded;
 pub mod redis;
@@ -42,8 +44,45 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What every backend tells its callers about itself.
+pub trait Backend: Send + Sync {
+    /// Whether reads are served from this process's memory or the OS page cache (no network, no
+    /// lock a writer holds), so they may run on an async worker. Writes never do: they fsync or
+    /// wait on the network. False unless a backend says otherwise.
+    fn local_reads(&self) -> bool {
+        false
+    }
+}
+
+/// Whether a store call only reads or may write (see [`call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The call only reads.
+    Read,
+    /// The call may write.
+    Write,
+}
+
+/// Run a store call from async code: in place for a read of a backend with
+/// [local reads](Backend::local_reads), on a blocking thread otherwise.
+pub async fn call<S, T, F>(store: &std::sync::Arc<S>, access: Access, f: F) -> StoreResult<T>
+where
+    S: Backend + ?Sized + 'static,
+    T: Send + 'static,
+    F: FnOnce(&S) -> StoreResult<T> + Send + 'static,
+{
+    if access == Access::Read && store.local_reads() {
+        return f(store);
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&*store)).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Backend(format!("store task failed: {e}"))),
+    }
+}
+
 /// Accounts, keyed by bare JID (`local@domain`, already normalized by the caller).
-pub trait AccountStore: Send + Sync {
+pub trait AccountStore: Backend {
     /// Create an account. Fails with [`StoreError::AccountExists`].
     fn create_account(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()>;
     /// Replace credentials (password change). Fails with [`StoreError::NoSuchAccount`].
@@ -57,7 +96,7 @@ pub trait AccountStore: Send + Sync {
 }
 
 /// Rosters (RFC 6121 §2). Every change bumps the user's roster version.
-pub trait RosterStore: Send + Sync {
+pub trait RosterStore: Backend {
     /// The whole roster and its current version.
     fn roster(&self, user: &str) -> StoreResult<(u64, Vec<RosterItem>)>;
     /// One item.
@@ -69,7 +108,7 @@ pub trait RosterStore: Send + Sync {
 }
 
 /// Offline message storage (XEP-0160).
-pub trait OfflineStore: Send + Sync {
+pub trait OfflineStore: Backend {
     /// Append a serialized stanza unless the user already has `max` stored; returns whether it was stored.
     fn push_offline(&self, user: &str, stanza: &[u8], max: usize) -> StoreResult<bool>;
     /// Remove and return all stored stanzas, oldest first.
@@ -80,7 +119,7 @@ pub trait OfflineStore: Send + Sync {
 
 /// Small per-user XML documents, keyed by a name chosen by the service (e.g. `vcard`, or
 /// `private:{ns}name` for XEP-0049).
-pub trait DocumentStore: Send + Sync {
+pub trait DocumentStore: Backend {
     /// The stored document.
     fn document(&self, user: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Store (replace) a document; None deletes it.

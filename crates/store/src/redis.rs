@@ -47,7 +47,7 @@
 //! writes do not, since the server may have applied them. Connecting and each reply are bounded by
 //! [`IO_TIMEOUT`]. Every failure is a [`StoreError::Backend`] naming the operation.
 
-use crate::{AccountStore, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
+use crate::{AccountStore, Backend, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{ConnectionLike, RedisError, Script, Value};
 use starling_xmpp::roster::RosterItem;
@@ -437,6 +437,9 @@ impl RedisStore {
         Ok(back)
     }
 }
+
+/// Every call is a network round trip.
+impl Backend for RedisStore {}
 
 impl AccountStore for RedisStore {
     fn create_account(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
