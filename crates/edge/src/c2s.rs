@@ -4,7 +4,8 @@
 //! The connection is a single task: it reads into the framer's buffer, handles every complete
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
-use crate::io::{random_id, read_into, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
+use crate::features::{self, Stage};
+use crate::io::{random_id, read_into, shutdown_within, write_all_within, write_stream_header, StreamId, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -339,7 +340,7 @@ impl<H: SessionHost> Client<H> {
             } else {
                 self.domain.clone()
             };
-            self.out.extend_from_slice(&stream_header(ns::CLIENT, &from, None, &random_id(), true));
+            write_stream_header(&mut self.out, ns::CLIENT, &from, None, StreamId::Fresh, true);
         }
         self.out.extend_from_slice(b"<stream:error>");
         Element::new(err.condition(), ns::STREAM_ERRORS).write_to(&mut self.out, ns::CLIENT);
@@ -400,62 +401,23 @@ impl<H: SessionHost> Client<H> {
             return Some(Step::Close);
         }
         self.out.clear();
-        self.out.extend_from_slice(&stream_header(
-            ns::CLIENT,
-            &self.domain,
-            h.attr("from"),
-            &random_id(),
-            true,
-        ));
+        write_stream_header(&mut self.out, ns::CLIENT, &self.domain, h.attr("from"), StreamId::Fresh, true);
         self.header_sent = true;
-        self.out.extend_from_slice(b"<stream:features>");
-        for f in self.features() {
-            f.write_to(&mut self.out, ns::CLIENT);
-        }
-        self.out.extend_from_slice(b"</stream:features>");
+        self.out.extend_from_slice(self.edge.features.get(self.stage()));
         self.flush_out(conn).await.err().map(|_| Step::Close)
     }
 
     /// Whether authentication may happen on this stream now.
     fn auth_allowed(&self) -> bool {
-        self.tls
-            || self.edge.cfg.allow_plaintext_auth
-            || (self.edge.starttls.is_none() && !self.edge.cfg.starttls_required)
+        features::auth_allowed(&self.edge.cfg, self.edge.starttls.is_some(), self.tls)
     }
 
-    /// Stream features for the current phase (RFC 6120 §4.3.2).
-    fn features(&self) -> Vec<Element> {
-        let mut f = Vec::new();
+    /// The negotiation stage whose stream features this stream is offered (RFC 6120 §4.3.2).
+    fn stage(&self) -> Stage {
         match self.phase {
-            Phase::PreAuth | Phase::Scram { .. } => {
-                if !self.tls && self.edge.starttls.is_some() {
-                    let mut st = Element::new("starttls", ns::TLS);
-                    if self.edge.cfg.starttls_required {
-                        st.append_child(Element::new("required", ns::TLS));
-                    }
-                    f.push(st);
-                }
-                if self.auth_allowed() {
-                    let mut mechs = Element::new("mechanisms", ns::SASL);
-                    for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
-                        mechs.append_child(Element::new("mechanism", ns::SASL).with_text(m));
-                    }
-                    f.push(mechs);
-                    if self.edge.cfg.registration_enabled {
-                        f.push(Element::new("register", ns::REGISTER_FEATURE));
-                    }
-                }
-            }
-            Phase::Authenticated(_) | Phase::Bound { .. } => {
-                f.push(Element::new("bind", ns::BIND));
-                f.push(
-                    Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
-                );
-                f.push(Element::new("ver", ns::ROSTER_VER));
-                f.push(Element::new("sub", ns::PRE_APPROVAL));
-            }
+            Phase::PreAuth | Phase::Scram { .. } => Stage::BeforeAuth { tls: self.tls },
+            Phase::Authenticated(_) | Phase::Bound { .. } => Stage::AfterAuth,
         }
-        f
     }
 
     async fn on_element(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {

@@ -5,7 +5,7 @@
 //! stanzas for its domain. Inside the server stanzas live in `jabber:client`; this module moves
 //! them between the two namespaces at the boundary.
 
-use crate::io::{random_id, shutdown_within, stream_header, write_all_within, Conn, STREAM_CLOSE};
+use crate::io::{random_id, shutdown_within, write_all_within, write_stream_header, StreamId, Conn, STREAM_CLOSE};
 use crate::{ChannelSink, Edge, SessionHost};
 use starling_xml::{Element, Event, StreamParser};
 use starling_xmpp::session::{parse_stored_stanza, ToClient};
@@ -52,7 +52,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     let close = |out: &mut Vec<u8>, header_sent: bool, from: &str, err: Option<StreamError>| {
         out.clear();
         if !header_sent {
-            out.extend_from_slice(&stream_header(ns::COMPONENT_ACCEPT, from, None, &random_id(), false));
+            write_stream_header(out, ns::COMPONENT_ACCEPT, from, None, StreamId::Fresh, false);
         }
         if let Some(err) = err {
             out.extend_from_slice(b"<stream:error>");
@@ -84,7 +84,14 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
                         break 'conn;
                     }
                     out.clear();
-                    out.extend_from_slice(&stream_header(ns::COMPONENT_ACCEPT, &to, None, &stream_id, false));
+                    write_stream_header(
+                        &mut out,
+                        ns::COMPONENT_ACCEPT,
+                        &to,
+                        None,
+                        StreamId::Given(&stream_id),
+                        false,
+                    );
                     header_sent = true;
                     domain = Some(to);
                 }

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use starling_xml::element::escape_into;
 use tokio::net::TcpStream;
 
 /// A client or component connection: plain TCP, or TLS over TCP (after STARTTLS or direct TLS).
@@ -103,48 +104,58 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// A random lowercase hex string of `2 * 12` characters (stream ids, generated resources).
 pub fn random_id() -> String {
+    let mut id = Vec::with_capacity(24);
+    push_random_id(&mut id);
+    String::from_utf8(id).unwrap_or_default()
+}
+
+/// Append `2 * 12` random lowercase hex characters to `out`.
+fn push_random_id(out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(24);
     for b in random_bytes::<12>() {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 15)]));
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
     }
-    id
 }
 
-/// Escape a value for a single-quoted attribute.
-pub fn escape_attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// The stream id to put in a server's stream header.
+pub enum StreamId<'a> {
+    /// A fresh random id.
+    Fresh,
+    /// This one (a component's handshake digest covers it).
+    Given(&'a str),
 }
 
-/// The server's stream header (RFC 6120 §4.7). `to` echoes the initiator's 'from' when it sent one.
-pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str, version: bool) -> Vec<u8> {
-    let mut s = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}'",
-        content_ns,
-        starling_xmpp::ns::STREAM,
-        escape_attr(id),
-        escape_attr(from)
-    );
+/// Append the server's stream header (RFC 6120 §4.7) to `out`. `to` echoes the initiator's
+/// 'from' when it sent one.
+pub fn write_stream_header(
+    out: &mut Vec<u8>,
+    content_ns: &str,
+    from: &str,
+    to: Option<&str>,
+    id: StreamId<'_>,
+    version: bool,
+) {
+    out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='");
+    escape_into(out, content_ns, true);
+    out.extend_from_slice(b"' xmlns:stream='");
+    out.extend_from_slice(starling_xmpp::ns::STREAM.as_bytes());
+    out.extend_from_slice(b"' id='");
+    match id {
+        StreamId::Fresh => push_random_id(out),
+        StreamId::Given(id) => escape_into(out, id, true),
+    }
+    out.extend_from_slice(b"' from='");
+    escape_into(out, from, true);
     if let Some(to) = to {
-        s.push_str(&format!(" to='{}'", escape_attr(to)));
+        out.extend_from_slice(b"' to='");
+        escape_into(out, to, true);
     }
+    out.extend_from_slice(b"'");
     if version {
-        s.push_str(" version='1.0' xml:lang='en'");
+        out.extend_from_slice(b" version='1.0' xml:lang='en'");
     }
-    s.push('>');
-    s.into_bytes()
+    out.push(b'>');
 }
 
 /// The closing tag of a stream.

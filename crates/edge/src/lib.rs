@@ -17,6 +17,7 @@
 pub mod c2s;
 pub mod component;
 mod counters;
+mod features;
 pub mod io;
 pub mod limiter;
 mod queue;
@@ -132,6 +133,8 @@ pub struct Edge<H: SessionHost> {
     shutdown: watch::Receiver<bool>,
     /// Secret mixed into decoy SCRAM salts so unknown users look like known ones.
     pub(crate) decoy_secret: [u8; 32],
+    /// The stream features of each negotiation stage, serialized once.
+    pub(crate) features: features::StreamFeatures,
 }
 
 impl<H: SessionHost> Edge<H> {
@@ -156,6 +159,7 @@ impl<H: SessionHost> Edge<H> {
         };
         let limiter = limiter::AuthLimiter::new(cfg.auth_failures_per_minute, Duration::from_secs(60));
         let connections = Arc::new(Semaphore::new(cfg.max_connections));
+        let features = features::StreamFeatures::new(&cfg, starttls.is_some());
         Arc::new(Edge {
             cfg,
             host,
@@ -166,6 +170,7 @@ impl<H: SessionHost> Edge<H> {
             connections,
             shutdown,
             decoy_secret: io::random_bytes(),
+            features,
         })
     }
 
