@@ -5,7 +5,10 @@
 //! element, and writes what the router queued for it, batching queued stanzas into one write.
 
 use crate::features::{self, Stage};
-use crate::io::{random_id, read_into, shutdown_within, write_all_within, write_stream_header, StreamId, Conn, STREAM_CLOSE};
+use crate::io::{
+    random_id, read_into, shutdown_within, write_all_within, write_stream_header, Conn, StreamId,
+    STREAM_CLOSE,
+};
 use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

@@ -5,7 +5,9 @@
 //! stanzas for its domain. Inside the server stanzas live in `jabber:client`; this module moves
 //! them between the two namespaces at the boundary.
 
-use crate::io::{random_id, shutdown_within, write_all_within, write_stream_header, StreamId, Conn, STREAM_CLOSE};
+use crate::io::{
+    random_id, shutdown_within, write_all_within, write_stream_header, Conn, StreamId, STREAM_CLOSE,
+};
 use crate::{ChannelSink, Edge, SessionHost};
 use starling_xml::{Element, Event, StreamParser};
 use starling_xmpp::session::{parse_stored_stanza, ToClient};

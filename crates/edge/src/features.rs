@@ -104,11 +104,17 @@ mod tests {
         let cfg = EdgeConfig { starttls_required: true, ..EdgeConfig::default() };
         let f = StreamFeatures::new(&cfg, true);
         let plain = text(&f, Stage::BeforeAuth { tls: false });
-        assert!(plain.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"), "{plain}");
+        assert!(
+            plain.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"),
+            "{plain}"
+        );
         assert!(!plain.contains("mechanisms"), "{plain}");
         let tls = text(&f, Stage::BeforeAuth { tls: true });
         assert!(!tls.contains("starttls"), "{tls}");
-        assert!(tls.contains("<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"), "{tls}");
+        assert!(
+            tls.contains("<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"),
+            "{tls}"
+        );
     }
 
     #[test]
@@ -129,7 +135,10 @@ mod tests {
     fn after_auth_offers_bind_and_session_and_roster_features() {
         let f = StreamFeatures::new(&EdgeConfig::default(), true);
         let after = text(&f, Stage::AfterAuth);
-        assert!(after.starts_with("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"), "{after}");
+        assert!(
+            after.starts_with("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
+            "{after}"
+        );
         assert!(after.contains("<optional/></session>"), "{after}");
         assert!(after.ends_with("</stream:features>"), "{after}");
         assert!(!after.contains("mechanisms"), "{after}");

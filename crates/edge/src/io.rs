@@ -1,11 +1,11 @@
 //! The connection type shared by client and component streams, and small stream-writing helpers.
 
+use starling_xml::element::escape_into;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use starling_xml::element::escape_into;
 use tokio::net::TcpStream;
 
 /// A client or component connection: plain TCP, or TLS over TCP (after STARTTLS or direct TLS).
