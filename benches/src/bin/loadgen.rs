@@ -212,7 +212,11 @@ impl Conn {
             if let Some(ev) = self.parser.next_event().map_err(|e| anyhow!("bad XML from server: {e}"))? {
                 return Ok(ev);
             }
-            self.parser.buffer_mut().reserve(16 * 1024);
+            let buf = self.parser.buffer_mut();
+            if buf.capacity() - buf.len() < 2048 {
+                // Empty, this only reclaims the buffer's consumed front (no allocation).
+                buf.reserve(if buf.is_empty() { 4096 } else { 16 * 1024 });
+            }
             if self.io.read_buf(self.parser.buffer_mut()).await? == 0 {
                 bail!("connection closed by server");
             }
@@ -241,7 +245,9 @@ impl Conn {
     }
 
     async fn open(&mut self, domain: &str) -> Result<Element> {
-        self.parser = StreamParser::new(Limits { max_stanza_bytes: 1 << 20, ..Limits::default() });
+        // A stream (re)start: the server sends nothing between its last answer and our header,
+        // so the parser only forgets the old stream and keeps its buffer.
+        self.parser.reset();
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
@@ -267,6 +273,18 @@ fn tls_connector(ca: &str) -> Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
+/// What the generator accepts from a server: stanzas up to 1 MiB (a large roster).
+fn reply_limits() -> Limits {
+    Limits { max_stanza_bytes: 1 << 20, ..Limits::default() }
+}
+
+/// Whether the features after authentication ask for the legacy session request: offered and
+/// not marked `<optional/>` (RFC 6121 dropped it; servers that keep it for old clients mark it
+/// optional, and clients such as Conversations, Gajim and slixmpp then skip it, as here).
+fn needs_session(features: &Element) -> bool {
+    features.get_child("session", ns::SESSION).is_some_and(|s| s.get_child("optional", ns::SESSION).is_none())
+}
+
 /// Connect, (STARTTLS,) authenticate, bind and optionally send initial presence.
 async fn login(args: &Args, user: &str, resource: &str, cache: &SaltCache, presence: bool) -> Result<Conn> {
     login_at(args, args.addr, user, resource, cache, presence).await
@@ -283,7 +301,7 @@ async fn login_at(
 ) -> Result<Conn> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let mut c = Conn { io: Stream::Tcp(tcp), parser: StreamParser::new(Limits::default()), out: Vec::new() };
+    let mut c = Conn { io: Stream::Tcp(tcp), parser: StreamParser::new(reply_limits()), out: Vec::new() };
     let f = c.open(&args.domain).await?;
     if let Some(ca) = &args.tls_ca {
         if f.get_child("starttls", ns::TLS).is_none() {
@@ -348,7 +366,7 @@ async fn login_at(
     if !success.is("success", ns::SASL) {
         bail!("authentication failed for {user}: {}", success.to_string_lossy());
     }
-    c.open(&args.domain).await?;
+    let features = c.open(&args.domain).await?;
     c.send(
         format!(
             "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
@@ -365,11 +383,13 @@ async fn login_at(
             break;
         }
     }
-    // Legacy session for servers that still want it (harmless elsewhere).
-    c.send(b"<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
-    loop {
-        if c.element().await?.attr("id") == Some("s") {
-            break;
+    if needs_session(&features) {
+        // The legacy session (RFC 3921) of a server that still requires it.
+        c.send(b"<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+        loop {
+            if c.element().await?.attr("id") == Some("s") {
+                break;
+            }
         }
     }
     if presence {
@@ -460,11 +480,12 @@ fn user(args: &Args, i: usize) -> String {
 /// Returns the login latencies (µs) of the successes, the failures and the elapsed seconds.
 async fn login_storm(args: &Args, cache: &SaltCache) -> (Vec<u64>, usize, f64) {
     let sem = Rc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let shared = Rc::new(args.clone());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.clients {
         let sem = sem.clone();
-        let args = args.clone();
+        let args = shared.clone();
         let cache = cache.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = sem.acquire().await.map_err(|e| anyhow!("{e}"))?;

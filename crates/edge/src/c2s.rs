@@ -36,6 +36,9 @@ const MAX_AUTH_ATTEMPTS_PER_STREAM: u32 = 3;
 /// Queued stanzas written per batch.
 const WRITE_BATCH: usize = 64;
 
+/// Free space a read wants in the connection's buffer (the parser starts with this much).
+const READ_SPARE: usize = 4096;
+
 /// Where the stream is in its negotiation.
 #[derive(Debug)]
 enum Phase {
@@ -225,12 +228,21 @@ impl<H: SessionHost> Client<H> {
                 Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
                 _ => self.handshake_deadline,
             };
-            if matches!(conn, Conn::Plain(_)) && self.parser.buffered_len() == 0 {
-                // Idle memory: nothing half-read, so hold no buffer while waiting (`read_into`
-                // reserves once bytes are there).
+            let idle = self.parser.buffered_len() == 0;
+            if idle && matches!(conn, Conn::Plain(_)) && matches!(self.phase, Phase::Bound { .. }) {
+                // Idle memory: a bound session with nothing half-read holds no buffer while it
+                // waits (`read_into` reserves once bytes are there). A stream still logging in
+                // keeps its buffer for the next step of the handshake, which comes at once: it
+                // lives no longer than the handshake timeout, and freeing it between steps cost
+                // an allocation per read of every login.
                 self.parser.release_idle_buffer();
-            } else if self.parser.buffer_mut().capacity() - self.parser.buffer_mut().len() < 4096 {
-                self.parser.buffer_mut().reserve(8192);
+            } else {
+                let buf = self.parser.buffer_mut();
+                if buf.capacity() - buf.len() < READ_SPARE {
+                    // Empty, the reservation only reclaims the consumed front of the buffer
+                    // (no allocation); part-filled, it grows for a large stanza.
+                    buf.reserve(if idle { READ_SPARE } else { 2 * READ_SPARE });
+                }
             }
             tokio::select! {
                 r = read_into(conn, self.parser.buffer_mut()) => match r {
