@@ -1,11 +1,12 @@
 //! The embedded backend: one redb database file under the data directory.
 //!
 //! Tables (keys are bare JIDs as strings):
-//! - `accounts`: user → JSON list of SCRAM credentials
+//! - `accounts`: user → SCRAM credentials ([`crate::codec`])
 //! - `roster`: (user, contact) → JSON roster item; `roster_ver`: user → u64
 //! - `offline`: (user, seq) → stanza bytes; `offline_seq`: user → next seq
 //! - `documents`: (user, key) → bytes
 
+use crate::codec::{decode_credentials, encode_credentials};
 use crate::{AccountStore, Backend, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use starling_xmpp::roster::RosterItem;
@@ -64,7 +65,7 @@ impl Backend for EmbeddedStore {
 
 impl AccountStore for EmbeddedStore {
     fn create_account(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
-        let bytes = serde_json::to_vec(&creds).map_err(backend)?;
+        let bytes = encode_credentials(&creds).map_err(backend)?;
         let tx = self.db.begin_write().map_err(backend)?;
         {
             let mut t = tx.open_table(ACCOUNTS).map_err(backend)?;
@@ -77,7 +78,7 @@ impl AccountStore for EmbeddedStore {
     }
 
     fn set_credentials(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
-        let bytes = serde_json::to_vec(&creds).map_err(backend)?;
+        let bytes = encode_credentials(&creds).map_err(backend)?;
         let tx = self.db.begin_write().map_err(backend)?;
         {
             let mut t = tx.open_table(ACCOUNTS).map_err(backend)?;
@@ -94,7 +95,7 @@ impl AccountStore for EmbeddedStore {
         let t = tx.open_table(ACCOUNTS).map_err(backend)?;
         match t.get(user).map_err(backend)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(backend),
+            Some(v) => decode_credentials(v.value()).map(Some).map_err(backend),
         }
     }
 

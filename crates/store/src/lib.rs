@@ -18,6 +18,7 @@
 //! ([`Backend::local_reads`]): those run in place, since handing a few microseconds of work to
 //! another thread and back costs more than the work.
 
+pub mod codec;
 pub mod embedded;
 pub mod redis;
 

@@ -9,7 +9,7 @@
 //!
 //! | key | type | contents |
 //! | --- | --- | --- |
-//! | `{prefix}{user}:acct` | STRING | JSON list of SCRAM credentials |
+//! | `{prefix}{user}:acct` | STRING | SCRAM credentials ([`crate::codec`]) |
 //! | `{prefix}{user}:roster` | HASH | contact bare JID → JSON roster item |
 //! | `{prefix}{user}:rosterver` | STRING | roster version (integer, absent = 0) |
 //! | `{prefix}{user}:offline` | LIST | stored stanzas as raw bytes, oldest first |
@@ -47,6 +47,7 @@
 //! writes do not, since the server may have applied them. Connecting and each reply are bounded by
 //! [`IO_TIMEOUT`]. Every failure is a [`StoreError::Backend`] naming the operation.
 
+use crate::codec::{decode_credentials, encode_credentials};
 use crate::{AccountStore, Backend, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{ConnectionLike, RedisError, Script, Value};
@@ -444,7 +445,7 @@ impl Backend for RedisStore {}
 impl AccountStore for RedisStore {
     fn create_account(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
         const OP: &str = "create_account";
-        let bytes = serde_json::to_vec(&creds).map_err(derr(OP))?;
+        let bytes = encode_credentials(&creds).map_err(derr(OP))?;
         let key = self.key(user, "acct");
         // Index first: a crash after this leaves an entry with no account, which is ignored.
         self.index_add(OP, user)?;
@@ -460,7 +461,7 @@ impl AccountStore for RedisStore {
 
     fn set_credentials(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
         const OP: &str = "set_credentials";
-        let bytes = serde_json::to_vec(&creds).map_err(derr(OP))?;
+        let bytes = encode_credentials(&creds).map_err(derr(OP))?;
         let key = self.key(user, "acct");
         let set = self.run(OP, Retry::Once, |c| {
             redis::cmd("SET").arg(&key).arg(bytes.as_slice()).arg("XX").query::<Value>(c)
@@ -477,7 +478,7 @@ impl AccountStore for RedisStore {
         let raw = self.run(OP, Retry::Once, |c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c))?;
         match raw {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(derr(OP)),
+            Some(bytes) => decode_credentials(&bytes).map(Some).map_err(derr(OP)),
         }
     }
 

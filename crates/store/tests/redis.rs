@@ -323,7 +323,8 @@ fn redis_key_layout_is_the_documented_one() {
         ]
     );
     let acct: Vec<u8> = redis::cmd("GET").arg(format!("{t}:acct")).query(&mut raw).unwrap();
-    assert_eq!(serde_json::from_slice::<Vec<ScramCredentials>>(&acct).unwrap(), creds("pw"));
+    assert_eq!(starling_store::codec::decode_credentials(&acct).unwrap(), creds("pw"));
+    assert_eq!(acct[0], 1, "the binary form of starling_store::codec");
     let it: Vec<u8> = redis::cmd("HGET").arg(format!("{t}:roster")).arg("b@d").query(&mut raw).unwrap();
     assert_eq!(serde_json::from_slice::<RosterItem>(&it).unwrap(), item("b@d"));
     let ver: u64 = redis::cmd("GET").arg(format!("{t}:rosterver")).query(&mut raw).unwrap();

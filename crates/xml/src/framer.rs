@@ -409,8 +409,17 @@ impl StreamParser {
                     if after_value && !(is_ws(b) || b == b'/' || b == b'>') {
                         return Err(nwf("missing whitespace between attributes"));
                     }
-                    self.pos += 1;
                     let tag = |quote, slash| Lex::Tag { end: end_tag, quote, slash, after_value: false };
+                    let special = |c: u8| matches!(c, b'"' | b'\'' | b'>' | b'/' | b'<') || is_ws(c);
+                    if !special(b) {
+                        // A run of name characters (or `=`): nothing in it changes the state but
+                        // the last, so skip it in one search rather than a turn per byte.
+                        let run = self.buf[self.pos..end].iter().position(|&c| special(c));
+                        self.pos = run.map_or(end, |i| self.pos + i);
+                        self.lex = tag(0, false);
+                        continue;
+                    }
+                    self.pos += 1;
                     match b {
                         b'"' | b'\'' => self.lex = tag(b, false),
                         b'>' => {
@@ -539,12 +548,24 @@ impl StreamParser {
 
 /// UTF-8 with no character XML 1.0 forbids.
 fn checked_str(bytes: &[u8]) -> Result<&str, XmlError> {
-    if let Some(b) = bytes.iter().find(|&&b| b < 0x20 && !is_ws(b)) {
-        return Err(nwf(format!("character U+{b:04X} is not allowed in XML")));
+    // One branch-free pass over the bytes (it vectorizes) finds whether any is a C0 control
+    // other than whitespace, or is not ASCII; only then is the slower search needed.
+    let (mut control, mut high) = (false, false);
+    for &b in bytes {
+        control |= b < 0x20 && !is_ws(b);
+        high |= b >= 0x80;
+    }
+    if control {
+        if let Some(b) = bytes.iter().find(|&&b| b < 0x20 && !is_ws(b)) {
+            return Err(nwf(format!("character U+{b:04X} is not allowed in XML")));
+        }
     }
     let s = std::str::from_utf8(bytes).map_err(|_| nwf("invalid UTF-8"))?;
-    if let Some(c) = s.chars().find(|&c| !is_xml_char(c)) {
-        return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
+    // Every ASCII character left is an XML character; beyond ASCII some are not (U+FFFE, U+FFFF).
+    if high {
+        if let Some(c) = s.chars().find(|&c| !is_xml_char(c)) {
+            return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
+        }
     }
     Ok(s)
 }
@@ -571,6 +592,13 @@ fn is_name_char(c: char) -> bool {
 
 /// Namespaces in XML's NCName.
 fn is_ncname(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_ascii() {
+        // The common case, without decoding characters or testing the non-ASCII ranges.
+        let start = |c: u8| c.is_ascii_alphabetic() || c == b'_';
+        return b.first().is_some_and(|&c| start(c))
+            && b[1..].iter().all(|&c| start(c) || c.is_ascii_digit() || c == b'-' || c == b'.');
+    }
     let mut chars = s.chars();
     chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
 }
@@ -589,6 +617,19 @@ fn split_qname(s: &str) -> Result<(&str, &str), XmlError> {
 
 fn lookup<'a>(scope: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
     scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
+}
+
+/// The namespace declarations in scope inside a stanza: the stream root's, shared and never
+/// copied, under the stanza's own (innermost last), which are the only ones it allocates.
+struct Scope<'r> {
+    root: &'r [(String, String)],
+    local: Vec<(String, String)>,
+}
+
+impl Scope<'_> {
+    fn lookup(&self, prefix: &str) -> Option<&str> {
+        lookup(&self.local, prefix).or_else(|| lookup(self.root, prefix))
+    }
 }
 
 /// Check an XML declaration (`<?xml version='1.0' encoding='UTF-8'?>`).
@@ -616,15 +657,13 @@ fn check_decl(raw: &[u8]) -> Result<(), XmlError> {
 }
 
 /// Build an element (without children) from a start tag, pushing its namespace declarations
-/// onto `scope`. Returns the element and its qualified name as written.
-fn start_element(
-    bs: &BytesStart<'_>,
-    scope: &mut Vec<(String, String)>,
-    limits: &Limits,
-) -> Result<(Element, Vec<u8>), XmlError> {
-    let qname = bs.name();
-    let (prefix, local) = split_qname(qname.as_ref())?;
-    let mut plain: Vec<(String, String)> = Vec::new();
+/// onto `scope.local`.
+fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) -> Result<Element, XmlError> {
+    let (prefix, local) = split_qname(bs.name().into_inner())?;
+    // Attributes go straight into the element's list; one with a namespace prefix (rare) is
+    // checked, and dropped, once every declaration of the tag is known.
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    let mut prefixed = false;
     for (count, attr) in bs.attributes().enumerate() {
         if count >= limits.max_attrs {
             return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
@@ -642,19 +681,23 @@ fn start_element(
                 if value == XML_NS || value == XMLNS_NS {
                     return Err(nwf(format!("{value} cannot be the default namespace")));
                 }
-                scope.push((String::new(), value));
+                scope.local.push((String::new(), value));
             }
             ("xmlns", p) => {
                 let reserved = p == "xmlns" || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
                 if reserved || value.is_empty() {
                     return Err(nwf(format!("bad namespace declaration xmlns:{p}='{value}'")));
                 }
-                scope.push((p.to_owned(), value));
+                scope.local.push((p.to_owned(), value));
             }
-            _ => plain.push((key.to_owned(), value)),
+            ("", _) | ("xml", _) => attrs.push((key.to_owned(), value)),
+            _ => {
+                prefixed = true;
+                attrs.push((key.to_owned(), value));
+            }
         }
     }
-    let ns = match lookup(scope, prefix) {
+    let ns = match scope.lookup(prefix) {
         Some(uri) => uri.to_owned(),
         None if prefix.is_empty() => String::new(),
         None => return Err(nwf(format!("unbound prefix '{prefix}'"))),
@@ -662,20 +705,25 @@ fn start_element(
     if ns == XML_NS {
         return Err(nwf("elements cannot be in the XML namespace"));
     }
-    let mut element = Element::new(local, ns);
-    for (key, value) in plain {
-        match key.split_once(':') {
-            None => element.attrs.push((key, value)),
-            Some(("xml", _)) => element.attrs.push((key, value)),
+    if prefixed {
+        let mut unbound = None;
+        attrs.retain(|(key, _)| match key.split_once(':') {
+            None | Some(("xml", _)) => true,
             Some((p, _)) => {
-                if lookup(scope, p).is_none() {
-                    return Err(nwf(format!("unbound prefix '{p}'")));
+                if scope.lookup(p).is_none() && unbound.is_none() {
+                    unbound = Some(p.to_owned());
                 }
                 // Attributes in other namespaces carry nothing XMPP core uses: dropped.
+                false
             }
+        });
+        if let Some(p) = unbound {
+            return Err(nwf(format!("unbound prefix '{p}'")));
         }
     }
-    Ok((element, qname.as_ref().as_bytes().to_vec()))
+    let mut element = Element::new(local, ns);
+    element.attrs = attrs;
+    Ok(element)
 }
 
 /// Parse a complete root start tag into the header and what is kept of the root.
@@ -687,21 +735,22 @@ fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), Xml
         Ok(_) => return Err(nwf("expected the stream header")),
         Err(e) => return Err(nwf(e.to_string())),
     };
-    let mut scope = vec![("xml".to_owned(), XML_NS.to_owned())];
-    let (element, qname) = start_element(&bs, &mut scope, limits)?;
+    let mut scope = Scope { root: &[], local: vec![("xml".to_owned(), XML_NS.to_owned())] };
+    let element = start_element(&bs, &mut scope, limits)?;
     if usize::try_from(reader.buffer_position()).ok() != Some(s.len()) {
         return Err(nwf("malformed stream header"));
     }
+    let scope = scope.local;
     let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
     let header = StreamHeader { name: element.name, ns: element.ns, default_ns, attrs: element.attrs };
-    Ok((header, Root { qname, scope }))
+    Ok((header, Root { qname: bs.name().into_inner().as_bytes().to_vec(), scope }))
 }
 
 /// Parse one complete element in the context of the stream root's namespace declarations.
 fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) -> Result<Element, XmlError> {
     let s = checked_str(raw)?;
     let mut reader = quick_xml::Reader::from_str(s);
-    let mut scope: Vec<(String, String)> = root_scope.to_vec();
+    let mut scope = Scope { root: root_scope, local: Vec::new() };
     // Open elements, each with the scope length before its own declarations.
     let mut stack: Vec<(Element, usize)> = Vec::new();
     let finished = |element: Element, reader: &quick_xml::Reader<&[u8]>| {
@@ -715,14 +764,14 @@ fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) ->
         let event = reader.read_event().map_err(|e| nwf(e.to_string()))?;
         match event {
             QEvent::Start(bs) => {
-                let mark = scope.len();
-                let (element, _) = start_element(&bs, &mut scope, limits)?;
+                let mark = scope.local.len();
+                let element = start_element(&bs, &mut scope, limits)?;
                 stack.push((element, mark));
             }
             QEvent::Empty(bs) => {
-                let mark = scope.len();
-                let (element, _) = start_element(&bs, &mut scope, limits)?;
-                scope.truncate(mark);
+                let mark = scope.local.len();
+                let element = start_element(&bs, &mut scope, limits)?;
+                scope.local.truncate(mark);
                 match stack.last_mut() {
                     Some((parent, _)) => parent.append_child(element),
                     None => return finished(element, &reader),
@@ -732,7 +781,7 @@ fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) ->
                 let Some((element, mark)) = stack.pop() else {
                     return Err(nwf("unbalanced end tag"));
                 };
-                scope.truncate(mark);
+                scope.local.truncate(mark);
                 match stack.last_mut() {
                     Some((parent, _)) => parent.append_child(element),
                     None => return finished(element, &reader),

@@ -798,3 +798,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ascii_names_are_checked_as_the_full_name_rules_check_them() {
+    let full = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+    };
+    for a in 0u8..128 {
+        for b in [b'a', b'1', b'-', b'.', b'_', b':', b' ', b'\x7f', a] {
+            let name = String::from_utf8(vec![a, b]).unwrap();
+            assert_eq!(is_ncname(&name), full(&name), "{name:?}");
+        }
+        let one = String::from_utf8(vec![a]).unwrap();
+        assert_eq!(is_ncname(&one), full(&one), "{one:?}");
+    }
+    assert!(!is_ncname(""));
+    assert!(is_ncname("stream") && is_ncname("x-y.z_1") && is_ncname("é1") && !is_ncname("1é"));
+}
