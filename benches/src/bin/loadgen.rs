@@ -197,8 +197,8 @@ struct Conn {
     out: Vec<u8>,
 }
 
-/// Salted passwords by (mechanism, user), as real clients cache them.
-type SaltCache = Rc<std::cell::RefCell<HashMap<(String, String), Vec<u8>>>>;
+/// Salted passwords by user, as real clients cache them (one run uses one mechanism).
+type SaltCache = Rc<std::cell::RefCell<HashMap<String, Vec<u8>>>>;
 
 impl Conn {
     async fn send(&mut self, data: &[u8]) -> Result<()> {
@@ -335,10 +335,11 @@ async fn login_at(
                 "scram-sha-256" => ScramHash::Sha256,
                 other => bail!("unknown mechanism {other}"),
             };
-            let key = (m.to_owned(), user.to_owned());
             let mut sc = ScramClient::new(hash, user, &args.password, &format!("{resource}nonce"));
-            if let Some(s) = cache.borrow().get(&key) {
-                sc = sc.with_salted_password(s.clone());
+            let cached = cache.borrow().get(user).cloned();
+            let known = cached.is_some();
+            if let Some(s) = cached {
+                sc = sc.with_salted_password(s);
             }
             c.send(
                 format!(
@@ -352,8 +353,8 @@ async fn login_at(
             let ch = c.element().await?;
             let fin =
                 sc.handle_server_first(&B64.decode(ch.text().trim())?).map_err(|e| anyhow!("scram: {e}"))?;
-            if let Some(s) = sc.salted_password() {
-                cache.borrow_mut().insert(key, s.to_vec());
+            if let (false, Some(s)) = (known, sc.salted_password()) {
+                cache.borrow_mut().insert(user.to_owned(), s.to_vec());
             }
             c.send(
                 format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin))

@@ -28,11 +28,18 @@ pub fn require(bin: &str) {
 
 /// A loopback port that is free now (and, with `with_bus`, whose Redis Cluster bus port
 /// +10000 is too). Spread by process so parallel test processes rarely probe the same ports.
+///
+/// Every port handed out (bus ports included) lies below 32768, where Linux's ephemeral range
+/// starts: the kernel never gives one to an outgoing connection between the probe here and
+/// the process that binds it later. (Ports inside that range once failed a cluster test with
+/// "address already in use".)
 pub fn free_port(with_bus: bool) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
+    const LOW: u16 = 10_000;
+    let span: u16 = if with_bus { 12_000 } else { 22_000 };
+    let start = (std::process::id() % 2_000) as u16 * 10;
     for _ in 0..5_000 {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 25_000;
+        let p = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(p) && (!with_bus || free(p + 10_000)) {
             return p;

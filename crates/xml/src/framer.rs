@@ -664,7 +664,12 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
     // checked, and dropped, once every declaration of the tag is known.
     let mut attrs: Vec<(String, String)> = Vec::new();
     let mut prefixed = false;
-    for (count, attr) in bs.attributes().enumerate() {
+    let declared = scope.local.len();
+    // Unique Att Spec (XML 1.0 §3.1) is checked here, against what this tag has given so far,
+    // rather than by quick-xml, whose check keeps a list of its own for every tag.
+    let mut attributes = bs.attributes();
+    attributes.with_checks(false);
+    for (count, attr) in attributes.enumerate() {
         if count >= limits.max_attrs {
             return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
         }
@@ -675,6 +680,14 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
             attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?.into_owned();
         if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
             return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
+        }
+        let twice = match (key_prefix, key_local) {
+            ("", "xmlns") => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
+            ("xmlns", p) => scope.local[declared..].iter().any(|(q, _)| q == p),
+            _ => attrs.iter().any(|(k, _)| k == key),
+        };
+        if twice {
+            return Err(nwf(format!("attribute '{key}' given twice")));
         }
         match (key_prefix, key_local) {
             ("", "xmlns") => {

@@ -816,3 +816,29 @@ fn ascii_names_are_checked_as_the_full_name_rules_check_them() {
     assert!(!is_ncname(""));
     assert!(is_ncname("stream") && is_ncname("x-y.z_1") && is_ncname("é1") && !is_ncname("1é"));
 }
+
+#[test]
+fn an_attribute_given_twice_is_not_well_formed() {
+    let nwf = |s: &str| {
+        matches!(
+            events(format!("{HEADER}{s}").as_bytes(), Limits::default()),
+            Err(XmlError::NotWellFormed(_))
+        )
+    };
+    for bad in [
+        "<message to='a' to='b'/>",
+        "<message to='a' id='1' to='a'><body/></message>",
+        "<message><body xml:lang='en' xml:lang='de'/></message>",
+        "<iq xmlns='jabber:client' xmlns='jabber:client'/>",
+        "<iq xmlns:p='urn:p' xmlns:p='urn:q'/>",
+        "<iq><query xmlns:p='urn:p' p:a='1' p:a='2'/></iq>",
+    ] {
+        assert!(nwf(bad), "{bad}");
+    }
+    // The same name on different elements, or a declaration and an attribute that only look
+    // alike, are fine.
+    let ok = format!("{HEADER}<message to='a'><body to='b' xmlns='urn:x' xmlns:to='urn:to'/></message>");
+    assert_eq!(events(ok.as_bytes(), Limits::default()).unwrap().len(), 2);
+    let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='{STREAMS_NS}' to='a' to='b'>");
+    assert!(matches!(events(header.as_bytes(), Limits::default()), Err(XmlError::NotWellFormed(_))));
+}
