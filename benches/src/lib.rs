@@ -4,8 +4,13 @@
 //!   receive path (a byte framer for an open stream and a presence scanner) that lets one
 //!   generator core count hundreds of thousands of deliveries per second.
 //!
+//! - [`login`]: what the login storm reads off the server's raw replies (element, text,
+//!   attribute, whether the legacy session is required), so a storm's logins cost the generator
+//!   less than they cost the server.
+//!
 //! The load generator itself is `src/bin/loadgen.rs`.
 
 #![deny(missing_docs)]
 
+pub mod login;
 pub mod presence;

@@ -114,7 +114,21 @@ pub enum FrameError {
     StreamClosed,
     /// A stanza grew beyond the framer's limit.
     TooLarge,
+    /// Something other than a stream header came where the header was expected.
+    NoStreamHeader,
 }
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameError::StreamClosed => "stream closed by server",
+            FrameError::TooLarge => "stanza too large",
+            FrameError::NoStreamHeader => "no stream header where one was expected",
+        })
+    }
+}
+
+impl std::error::Error for FrameError {}
 
 /// Finds complete top-level stanzas in the bytes of a stream whose header has already been read.
 ///
@@ -220,6 +234,48 @@ impl RawFramer {
         }
     }
 
+    /// Between stanzas: skip the peer's stream header (an optional `<?xml …?>` declaration, then
+    /// the `<stream:stream …>` start tag) and consume it. `Ok(false)` when it has not fully
+    /// arrived yet (nothing is consumed then); an error when something else comes first.
+    pub fn skip_stream_header(&mut self) -> Result<bool, FrameError> {
+        let b = &self.buf;
+        let mut at = self.pos;
+        loop {
+            while b.get(at).is_some_and(|c| c.is_ascii_whitespace()) {
+                at += 1;
+            }
+            if at + 1 >= b.len() {
+                return Ok(false);
+            }
+            if b[at] != b'<' {
+                return Err(FrameError::NoStreamHeader);
+            }
+            if b[at + 1] == b'?' {
+                let Some(end) = find(b, at + 2, b"?>") else { return Ok(false) };
+                at = end + 2;
+                continue;
+            }
+            const ROOT: &[u8] = b"<stream:stream";
+            if b.len() < at + ROOT.len() + 1 {
+                return Ok(false);
+            }
+            if !b[at..].starts_with(ROOT)
+                || !matches!(b[at + ROOT.len()], b' ' | b'\t' | b'\r' | b'\n' | b'>')
+            {
+                return Err(FrameError::NoStreamHeader);
+            }
+            let Some(end) = tag_end(b, at) else { return Ok(false) };
+            if b[end - 1] == b'/' {
+                // `<stream:stream …/>`: opened and closed at once.
+                return Err(FrameError::StreamClosed);
+            }
+            self.pos = end + 1;
+            self.depth = 0;
+            self.compact();
+            return Ok(true);
+        }
+    }
+
     /// Drop the bytes of the stanzas already returned (their ranges become invalid).
     pub fn compact(&mut self) {
         let cut = if self.depth == 0 { self.pos } else { self.start };
@@ -230,12 +286,12 @@ impl RawFramer {
 }
 
 /// Where `needle` starts in `b` at or after `from`.
-fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     b.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|i| from + i)
 }
 
 /// The `>` that ends the tag starting at `from` (a `<`), skipping quoted attribute values.
-fn tag_end(b: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn tag_end(b: &[u8], from: usize) -> Option<usize> {
     let mut quote = 0u8;
     for (i, &c) in b.iter().enumerate().skip(from + 1) {
         if quote != 0 {
@@ -297,7 +353,7 @@ pub fn scan_presence(st: &[u8]) -> Option<PresenceView<'_>> {
 }
 
 /// The `name='value'` pairs of a start tag's inside (after the element name, before `>`).
-fn attributes(mut s: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(crate) fn attributes(mut s: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     std::iter::from_fn(move || {
         let skip = s.iter().position(|c| !c.is_ascii_whitespace() && *c != b'/')?;
         s = &s[skip..];
@@ -411,6 +467,34 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
         assert_eq!(frames(&bytes).0, whole);
+    }
+
+    #[test]
+    fn the_stream_header_is_skipped_in_any_chunking() {
+        let input: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' from='x' \
+            xmlns:stream='http://etherx.jabber.org/streams' id='a>b' version='1.0'>\
+            <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>";
+        for split in 0..input.len() {
+            let mut f = RawFramer::default();
+            f.buffer_mut().extend_from_slice(&input[..split]);
+            let mut skipped = f.skip_stream_header().unwrap();
+            f.buffer_mut().extend_from_slice(&input[split..]);
+            if !skipped {
+                skipped = f.skip_stream_header().unwrap();
+            }
+            assert!(skipped, "split at {split}");
+            let r = f.next_stanza().unwrap().unwrap();
+            assert!(f.bytes(r).starts_with(b"<stream:features>"), "split at {split}");
+        }
+        let mut f = RawFramer::default();
+        f.buffer_mut().extend_from_slice(b"<stream:stream xmlns='jabber:client'/>");
+        assert_eq!(f.skip_stream_header(), Err(FrameError::StreamClosed));
+        let mut f = RawFramer::default();
+        f.buffer_mut().extend_from_slice(b"<message to='a'/>");
+        assert_eq!(f.skip_stream_header(), Err(FrameError::NoStreamHeader));
+        let mut f = RawFramer::default();
+        f.buffer_mut().extend_from_slice(b"<stream:streams>");
+        assert_eq!(f.skip_stream_header(), Err(FrameError::NoStreamHeader));
     }
 
     #[test]

@@ -546,7 +546,7 @@ impl Client {
 /// The condition inside a SASL failure, or the element itself.
 pub fn sasl_condition(e: &Element) -> String {
     if e.is("failure", ns::SASL) {
-        e.first_element().map(|c| c.name.clone()).unwrap_or_default()
+        e.first_element().map(|c| c.name.to_string()).unwrap_or_default()
     } else {
         e.to_string_lossy()
     }

@@ -27,7 +27,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::Parser;
-use starling_bench::presence::{scan_presence, FrameError, RawFramer, Ring, RoundTag};
+use starling_bench::login as raw;
+use starling_bench::presence::{scan_presence, RawFramer, Ring, RoundTag};
 use starling_xml::{Element, Event, Limits, StreamParser};
 use starling_xmpp::ns;
 use starling_xmpp::sasl::{ScramClient, ScramHash};
@@ -248,11 +249,7 @@ impl Conn {
         // A stream (re)start: the server sends nothing between its last answer and our header,
         // so the parser only forgets the old stream and keeps its buffer.
         self.parser.reset();
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
-        );
-        self.send(header.as_bytes()).await?;
+        self.send(stream_header(domain).as_bytes()).await?;
         loop {
             let e = self.element().await?;
             if e.is("features", ns::STREAM) {
@@ -260,6 +257,182 @@ impl Conn {
             }
         }
     }
+}
+
+/// The client's stream header.
+fn stream_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
+/// `<auth/>` with a base64 initial response.
+fn auth_stanza(mechanism: &str, payload: &[u8]) -> Vec<u8> {
+    format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+        B64.encode(payload)
+    )
+    .into_bytes()
+}
+
+/// `<response/>` with a base64 payload.
+fn response_stanza(payload: &[u8]) -> Vec<u8> {
+    format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(payload))
+        .into_bytes()
+}
+
+/// The bind request (id `b`).
+fn bind_stanza(resource: &str) -> Vec<u8> {
+    format!(
+        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    )
+    .into_bytes()
+}
+
+/// The legacy session request (id `s`), for a server that requires it.
+const SESSION_REQUEST: &[u8] =
+    b"<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>";
+
+/// The SCRAM hash of `--mech`, `None` for PLAIN.
+fn scram_hash(mech: &str) -> Result<Option<ScramHash>> {
+    Ok(match mech {
+        "plain" => None,
+        "scram-sha-1" => Some(ScramHash::Sha1),
+        "scram-sha-256" => Some(ScramHash::Sha256),
+        other => bail!("unknown mechanism {other}"),
+    })
+}
+
+/// A SCRAM client for `user`, with the salted password from the cache when there is one.
+fn scram_client(hash: ScramHash, args: &Args, user: &str, resource: &str, cache: &SaltCache) -> ScramClient {
+    let sc = ScramClient::new(hash, user, &args.password, &format!("{resource}nonce"));
+    match cache.borrow().get(user) {
+        Some(s) => sc.with_salted_password(s.clone()),
+        None => sc,
+    }
+}
+
+/// Keep the salted password the exchange derived, as a client does after its first login.
+fn remember_salt(cache: &SaltCache, user: &str, sc: &ScramClient) {
+    if let Some(s) = sc.salted_password() {
+        if !cache.borrow().contains_key(user) {
+            cache.borrow_mut().insert(user.to_owned(), s.to_vec());
+        }
+    }
+}
+
+/// A plain-TCP connection whose replies are framed raw ([`RawFramer`]): the login storm's.
+struct RawConn {
+    tcp: TcpStream,
+    framer: RawFramer,
+}
+
+impl RawConn {
+    async fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.tcp.write_all(data).await?;
+        Ok(())
+    }
+
+    /// Read more of the stream (what earlier stanzas' ranges pointed at is dropped).
+    async fn fill(&mut self) -> Result<()> {
+        self.framer.compact();
+        let buf = self.framer.buffer_mut();
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if self.tcp.read_buf(buf).await? == 0 {
+            bail!("connection closed by server");
+        }
+        Ok(())
+    }
+
+    /// Wait for the server's stream header.
+    async fn header(&mut self) -> Result<()> {
+        while !self.framer.skip_stream_header()? {
+            self.fill().await?;
+        }
+        Ok(())
+    }
+
+    /// The next stanza's bytes (valid until the next read).
+    async fn stanza(&mut self) -> Result<&[u8]> {
+        loop {
+            if let Some(r) = self.framer.next_stanza()? {
+                return Ok(self.framer.bytes(r));
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// [`login`] for the login storm on plain TCP, reading the replies raw (see
+/// `starling_bench::login`): the same exchange as a client's (stream, SASL with the mutual
+/// authentication checked, restart, bind, the legacy session only where required) at a
+/// fraction of the generator's cost.
+async fn login_raw(
+    args: &Args,
+    header: &[u8],
+    user: &str,
+    resource: &str,
+    cache: &SaltCache,
+) -> Result<RawConn> {
+    let tcp = TcpStream::connect(args.addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut c = RawConn { tcp, framer: RawFramer::default() };
+    c.send(header).await?;
+    c.header().await?;
+    if !raw::is_element(c.stanza().await?, "stream:features") {
+        bail!("expected stream features");
+    }
+    match scram_hash(&args.mech)? {
+        None => {
+            c.send(&auth_stanza("PLAIN", format!("\0{user}\0{}", args.password).as_bytes())).await?;
+            if !raw::is_element(c.stanza().await?, "success") {
+                bail!("authentication failed for {user}");
+            }
+        }
+        Some(hash) => {
+            let mut sc = scram_client(hash, args, user, resource, cache);
+            c.send(&auth_stanza(hash.mechanism(), &sc.client_first())).await?;
+            let ch = c.stanza().await?;
+            if !raw::is_element(ch, "challenge") {
+                bail!("authentication failed for {user}: {}", String::from_utf8_lossy(ch));
+            }
+            let server_first = B64.decode(raw::text(ch).unwrap_or_default().trim_ascii())?;
+            let fin = sc.handle_server_first(&server_first).map_err(|e| anyhow!("scram: {e}"))?;
+            remember_salt(cache, user, &sc);
+            c.send(&response_stanza(&fin)).await?;
+            let success = c.stanza().await?;
+            if !raw::is_element(success, "success") {
+                bail!("authentication failed for {user}: {}", String::from_utf8_lossy(success));
+            }
+            let server_final = B64.decode(raw::text(success).unwrap_or_default().trim_ascii())?;
+            sc.verify_server_final(&server_final).map_err(|e| anyhow!("server signature: {e}"))?;
+        }
+    }
+    c.send(header).await?;
+    c.header().await?;
+    let features = c.stanza().await?;
+    if !raw::is_element(features, "stream:features") {
+        bail!("expected stream features after authentication");
+    }
+    let session = raw::needs_session(features);
+    c.send(&bind_stanza(resource)).await?;
+    loop {
+        let e = c.stanza().await?;
+        if raw::attr(e, "id") == Some(b"b") {
+            if raw::attr(e, "type") != Some(b"result") {
+                bail!("bind failed: {}", String::from_utf8_lossy(e));
+            }
+            break;
+        }
+    }
+    if session {
+        c.send(SESSION_REQUEST).await?;
+        while raw::attr(c.stanza().await?, "id") != Some(b"s") {}
+    }
+    Ok(c)
 }
 
 fn tls_connector(ca: &str) -> Result<tokio_rustls::TlsConnector> {
@@ -319,48 +492,19 @@ async fn login_at(
         c.io = Stream::Tls(Box::new(tls_connector(ca)?.connect(name, tcp).await?));
         c.open(&args.domain).await?;
     }
-    let success = match args.mech.as_str() {
-        "plain" => {
-            let payload = B64.encode(format!("\0{user}\0{}", args.password));
-            c.send(
-                format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>")
-                    .as_bytes(),
-            )
-            .await?;
+    let success = match scram_hash(&args.mech)? {
+        None => {
+            c.send(&auth_stanza("PLAIN", format!("\0{user}\0{}", args.password).as_bytes())).await?;
             c.element().await?
         }
-        m => {
-            let hash = match m {
-                "scram-sha-1" => ScramHash::Sha1,
-                "scram-sha-256" => ScramHash::Sha256,
-                other => bail!("unknown mechanism {other}"),
-            };
-            let mut sc = ScramClient::new(hash, user, &args.password, &format!("{resource}nonce"));
-            let cached = cache.borrow().get(user).cloned();
-            let known = cached.is_some();
-            if let Some(s) = cached {
-                sc = sc.with_salted_password(s);
-            }
-            c.send(
-                format!(
-                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
-                    hash.mechanism(),
-                    B64.encode(sc.client_first())
-                )
-                .as_bytes(),
-            )
-            .await?;
+        Some(hash) => {
+            let mut sc = scram_client(hash, args, user, resource, cache);
+            c.send(&auth_stanza(hash.mechanism(), &sc.client_first())).await?;
             let ch = c.element().await?;
             let fin =
                 sc.handle_server_first(&B64.decode(ch.text().trim())?).map_err(|e| anyhow!("scram: {e}"))?;
-            if let (false, Some(s)) = (known, sc.salted_password()) {
-                cache.borrow_mut().insert(user.to_owned(), s.to_vec());
-            }
-            c.send(
-                format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin))
-                    .as_bytes(),
-            )
-            .await?;
+            remember_salt(cache, user, &sc);
+            c.send(&response_stanza(&fin)).await?;
             c.element().await?
         }
     };
@@ -368,13 +512,7 @@ async fn login_at(
         bail!("authentication failed for {user}: {}", success.to_string_lossy());
     }
     let features = c.open(&args.domain).await?;
-    c.send(
-        format!(
-            "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-        )
-        .as_bytes(),
-    )
-    .await?;
+    c.send(&bind_stanza(resource)).await?;
     loop {
         let e = c.element().await?;
         if e.attr("id") == Some("b") {
@@ -386,7 +524,7 @@ async fn login_at(
     }
     if needs_session(&features) {
         // The legacy session (RFC 3921) of a server that still requires it.
-        c.send(b"<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+        c.send(SESSION_REQUEST).await?;
         loop {
             if c.element().await?.attr("id") == Some("s") {
                 break;
@@ -482,24 +620,36 @@ fn user(args: &Args, i: usize) -> String {
 async fn login_storm(args: &Args, cache: &SaltCache) -> (Vec<u64>, usize, f64) {
     let sem = Rc::new(tokio::sync::Semaphore::new(args.concurrency));
     let shared = Rc::new(args.clone());
+    let header: Rc<[u8]> = stream_header(&args.domain).into_bytes().into();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.clients {
         let sem = sem.clone();
         let args = shared.clone();
         let cache = cache.clone();
+        let header = header.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = sem.acquire().await.map_err(|e| anyhow!("{e}"))?;
             let t = Instant::now();
             let name = user(&args, i % args.clients.max(1));
-            let mut c = tokio::time::timeout(
-                Duration::from_secs(30),
-                login(&args, &name, &format!("l{i}"), &cache, false),
-            )
-            .await
-            .map_err(|_| anyhow!("login timed out"))??;
-            let took = t.elapsed();
-            let _ = c.send(b"</stream:stream>").await;
+            let resource = format!("l{i}");
+            let bound = Duration::from_secs(30);
+            // Plain TCP reads the replies raw; STARTTLS takes the full client path.
+            let took = if args.tls_ca.is_none() {
+                let mut c = tokio::time::timeout(bound, login_raw(&args, &header, &name, &resource, &cache))
+                    .await
+                    .map_err(|_| anyhow!("login timed out"))??;
+                let took = t.elapsed();
+                let _ = c.send(b"</stream:stream>").await;
+                took
+            } else {
+                let mut c = tokio::time::timeout(bound, login(&args, &name, &resource, &cache, false))
+                    .await
+                    .map_err(|_| anyhow!("login timed out"))??;
+                let took = t.elapsed();
+                let _ = c.send(b"</stream:stream>").await;
+                took
+            };
             anyhow::Ok(took)
         }));
     }
@@ -641,7 +791,7 @@ fn is_error_message(e: &Element) -> bool {
 /// The defined condition of an error stanza (`service-unavailable`, …).
 fn error_condition(e: &Element) -> String {
     e.get_child("error", ns::CLIENT)
-        .and_then(|err| err.elements().find(|c| c.name != "text").map(|c| c.name.clone()))
+        .and_then(|err| err.elements().find(|c| c.name != "text").map(|c| c.name.to_string()))
         .unwrap_or_else(|| "none".into())
 }
 
@@ -1517,8 +1667,7 @@ async fn fanout_user(
             match framer.next_stanza() {
                 Ok(Some(r)) => hear(&ctx, me, framer.bytes(r), now_us, &mut h),
                 Ok(None) => break,
-                Err(FrameError::StreamClosed) => bail!("stream closed by server"),
-                Err(FrameError::TooLarge) => bail!("stanza too large"),
+                Err(e) => bail!("{e}"),
             }
         }
         framer.compact();

@@ -70,6 +70,8 @@ enum Phase {
 enum Step {
     /// Upgrade the socket to TLS and start a new stream.
     StartTls,
+    /// The resource is bound: negotiation is over, the session's stanzas flow from here.
+    Bound,
     /// Close the connection.
     Close,
 }
@@ -140,8 +142,18 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     };
     let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
     loop {
-        match client.drive(&mut conn).await {
+        let step = if matches!(client.phase, Phase::Bound { .. }) {
+            client.drive::<false>(&mut conn).await
+        } else {
+            // Negotiation (STARTTLS, SASL, binding) runs as one boxed future: its state is
+            // larger than a bound session's, and it lives only until the resource is bound, so
+            // it must not stay in the connection's state for the session's whole life. One box
+            // per negotiation, not one per handshake stanza.
+            Box::pin(client.drive::<true>(&mut conn)).await
+        };
+        match step {
             Step::Close => break,
+            Step::Bound => {}
             Step::StartTls => {
                 let Some(acceptor) = client.edge.starttls.clone() else { break };
                 let tcp = match conn {
@@ -203,15 +215,22 @@ async fn accept_tls(
 }
 
 impl<H: SessionHost> Client<H> {
-    /// Read, handle and write until the stream ends or asks for TLS.
-    async fn drive(&mut self, conn: &mut Conn) -> Step {
+    /// Read, handle and write until the stream ends or asks for TLS, or (`NEGOTIATING`) until
+    /// the resource is bound. Instantiated twice, so the bound session's loop carries none of
+    /// the negotiation's state: `drive::<true>` handles everything before binding and
+    /// `drive::<false>` only a bound session's stanzas.
+    async fn drive<const NEGOTIATING: bool>(&mut self, conn: &mut Conn) -> Step {
         let mut shutdown = self.edge.shutdown_signal();
         loop {
             loop {
                 match self.parser.next_event() {
                     Ok(Some(ev)) => {
-                        if let Some(step) = self.on_event(conn, ev).await {
+                        if let Some(step) = self.on_event::<NEGOTIATING>(conn, ev).await {
                             return step;
+                        }
+                        if NEGOTIATING && matches!(self.phase, Phase::Bound { .. }) {
+                            // What is still buffered is the bound session's.
+                            return Step::Bound;
                         }
                     }
                     Ok(None) => break,
@@ -389,16 +408,21 @@ impl<H: SessionHost> Client<H> {
         left
     }
 
-    async fn on_event(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
+    async fn on_event<const NEGOTIATING: bool>(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
         match ev {
-            Event::StreamOpen(h) => self.on_header(conn, h).await,
+            // A bound session's parser never yields a header: the root stays open to the end.
+            Event::StreamOpen(h) if NEGOTIATING => self.on_header(conn, h).await,
+            Event::StreamOpen(_) => {
+                self.stream_error(conn, StreamError::NotWellFormed).await;
+                Some(Step::Close)
+            }
             Event::StreamClose => {
                 self.out.clear();
                 self.out.extend_from_slice(STREAM_CLOSE);
                 let _ = self.flush_out(conn).await;
                 Some(Step::Close)
             }
-            Event::Stanza(e) => self.on_element(conn, e).await,
+            Event::Stanza(e) => self.on_element::<NEGOTIATING>(conn, e).await,
         }
     }
 
@@ -435,7 +459,7 @@ impl<H: SessionHost> Client<H> {
         }
     }
 
-    async fn on_element(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
+    async fn on_element<const NEGOTIATING: bool>(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
         if !self.header_sent {
             // Parser guarantees a header first; defensive.
             self.stream_error(conn, StreamError::NotWellFormed).await;
@@ -443,10 +467,13 @@ impl<H: SessionHost> Client<H> {
         }
         match &self.phase {
             Phase::Bound { .. } => self.on_stanza(conn, e).await,
-            // Boxed: negotiation happens a few times per connection, and its larger futures
-            // would otherwise stay in the connection's state for the session's whole life.
-            Phase::Authenticated(_) => Box::pin(self.on_pre_bind(conn, e)).await,
-            Phase::PreAuth | Phase::Scram { .. } => Box::pin(self.on_pre_auth(conn, e)).await,
+            Phase::Authenticated(_) if NEGOTIATING => self.on_pre_bind(conn, e).await,
+            Phase::PreAuth | Phase::Scram { .. } if NEGOTIATING => self.on_pre_auth(conn, e).await,
+            // `drive::<false>` runs only once bound, and a session never leaves that phase.
+            _ => {
+                self.stream_error(conn, StreamError::InternalServerError).await;
+                Some(Step::Close)
+            }
         }
     }
 
@@ -949,8 +976,8 @@ mod tests {
         StreamHeader {
             name: "stream".into(),
             ns: ns::STREAM.into(),
-            default_ns: default_ns.map(str::to_owned),
-            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            default_ns: default_ns.map(starling_xml::Name::interned),
+            attrs: attrs.iter().map(|(k, v)| (starling_xml::Name::interned(k), v.to_string())).collect(),
         }
     }
 

@@ -211,7 +211,7 @@ impl Router {
         if deliver_to(&self.bare_targets(bare, BareSelection::HighestPriority), &stanza, exclude) {
             return;
         }
-        stanza.ns = CONTENT_NS.to_owned();
+        stanza.ns = CONTENT_NS.into();
         if stanza.get_child("delay", starling_xmpp::ns::DELAY).is_none() {
             stanza.append_child(delay_element(bare.domain().as_str(), SystemTime::now()));
         }

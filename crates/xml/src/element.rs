@@ -4,17 +4,19 @@
 //! server builds replies with. Names are local names plus a resolved namespace URI; prefixes are
 //! gone after parsing, and the writer only ever uses default-namespace declarations.
 
+use crate::name::Name;
+
 /// An element: local name, resolved namespace, attributes and children.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
     /// Local name (no prefix).
-    pub name: String,
+    pub name: Name,
     /// Resolved namespace URI ("" if none).
-    pub ns: String,
+    pub ns: Name,
     /// Attributes in document order. Keys are local names, except the XML namespace's attributes,
     /// which keep the `xml:` prefix (`xml:lang`). Namespace declarations are not kept here;
     /// attributes in other namespaces are dropped by the parser.
-    pub attrs: Vec<(String, String)>,
+    pub attrs: Vec<(Name, String)>,
     /// Child nodes in document order.
     pub children: Vec<Node>,
 }
@@ -72,12 +74,12 @@ pub enum Node {
 
 impl Element {
     /// An empty element.
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Element {
+    pub fn new(name: impl Into<Name>, ns: impl Into<Name>) -> Element {
         Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
     }
 
     /// Builder: set an attribute (replacing one of the same name).
-    pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Element {
+    pub fn with_attr(mut self, name: impl Into<Name>, value: impl Into<String>) -> Element {
         self.set_attr(name, value);
         self
     }
@@ -105,7 +107,7 @@ impl Element {
     }
 
     /// Set an attribute, replacing an existing one of the same name.
-    pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set_attr(&mut self, name: impl Into<Name>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
         match self.attrs.iter_mut().find(|(k, _)| *k == name) {
@@ -223,7 +225,7 @@ impl Element {
 
     /// The attributes but `skip`.
     fn write_attrs(&self, out: &mut Vec<u8>, skip: &str) {
-        for (k, v) in self.attrs.iter().filter(|(k, _)| k != skip) {
+        for (k, v) in self.attrs.iter().filter(|(k, _)| *k != skip) {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"='");

@@ -17,6 +17,7 @@
 //! same input yields the same events and the same error.
 
 use crate::element::Element;
+use crate::name::Name;
 use bytes::{Buf, BytesMut};
 use quick_xml::events::{BytesStart, Event as QEvent};
 use quick_xml::XmlVersion;
@@ -49,13 +50,13 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
     /// Local name of the root element (should be "stream").
-    pub name: String,
+    pub name: Name,
     /// Resolved namespace of the root element (should be `http://etherx.jabber.org/streams`).
-    pub ns: String,
+    pub ns: Name,
     /// Default namespace declared on the root (xmlns='jabber:client'), if any.
-    pub default_ns: Option<String>,
+    pub default_ns: Option<Name>,
     /// Other attributes (to, from, version, id, xml:lang), same key rules as [`Element::attrs`].
-    pub attrs: Vec<(String, String)>,
+    pub attrs: Vec<(Name, String)>,
 }
 
 impl StreamHeader {
@@ -662,7 +663,7 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
     let (prefix, local) = split_qname(bs.name().into_inner())?;
     // Attributes go straight into the element's list; one with a namespace prefix (rare) is
     // checked, and dropped, once every declaration of the tag is known.
-    let mut attrs: Vec<(String, String)> = Vec::new();
+    let mut attrs: Vec<(Name, String)> = Vec::new();
     let mut prefixed = false;
     let declared = scope.local.len();
     // Unique Att Spec (XML 1.0 §3.1) is checked here, against what this tag has given so far,
@@ -684,7 +685,7 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
         let twice = match (key_prefix, key_local) {
             ("", "xmlns") => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
             ("xmlns", p) => scope.local[declared..].iter().any(|(q, _)| q == p),
-            _ => attrs.iter().any(|(k, _)| k == key),
+            _ => attrs.iter().any(|(k, _)| *k == key),
         };
         if twice {
             return Err(nwf(format!("attribute '{key}' given twice")));
@@ -703,16 +704,16 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
                 }
                 scope.local.push((p.to_owned(), value));
             }
-            ("", _) | ("xml", _) => attrs.push((key.to_owned(), value)),
+            ("", _) | ("xml", _) => attrs.push((Name::interned(key), value)),
             _ => {
                 prefixed = true;
-                attrs.push((key.to_owned(), value));
+                attrs.push((Name::interned(key), value));
             }
         }
     }
     let ns = match scope.lookup(prefix) {
-        Some(uri) => uri.to_owned(),
-        None if prefix.is_empty() => String::new(),
+        Some(uri) => Name::interned(uri),
+        None if prefix.is_empty() => Name::default(),
         None => return Err(nwf(format!("unbound prefix '{prefix}'"))),
     };
     if ns == XML_NS {
@@ -734,7 +735,7 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
             return Err(nwf(format!("unbound prefix '{p}'")));
         }
     }
-    let mut element = Element::new(local, ns);
+    let mut element = Element::new(Name::interned(local), ns);
     element.attrs = attrs;
     Ok(element)
 }
@@ -754,7 +755,7 @@ fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), Xml
         return Err(nwf("malformed stream header"));
     }
     let scope = scope.local;
-    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
+    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| Name::interned(u));
     let header = StreamHeader { name: element.name, ns: element.ns, default_ns, attrs: element.attrs };
     Ok((header, Root { qname: bs.name().into_inner().as_bytes().to_vec(), scope }))
 }

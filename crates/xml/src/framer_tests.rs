@@ -260,10 +260,7 @@ fn prefixed_children_and_foreign_attributes() {
     let m = one("<message><p:x xmlns:p='urn:a' p:attr='dropped' plain='kept' xml:lang='de'>\
                  <p:y/><z/></p:x></message>");
     let x = m.get_child("x", "urn:a").unwrap();
-    assert_eq!(
-        x.attrs,
-        vec![("plain".to_string(), "kept".to_string()), ("xml:lang".to_string(), "de".to_string())]
-    );
+    assert_eq!(x.attrs, vec![("plain".into(), "kept".to_string()), ("xml:lang".into(), "de".to_string())]);
     assert!(x.get_child("y", "urn:a").is_some());
     // The prefix declaration does not change the default namespace.
     assert!(x.get_child("z", "jabber:client").is_some());
@@ -342,7 +339,7 @@ fn tags_with_whitespace_and_gt_in_values() {
 #[test]
 fn xml_prefix_is_predeclared_and_may_be_declared() {
     let m = one("<message xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>");
-    assert_eq!(m.attrs, vec![("xml:lang".to_string(), "en".to_string())]);
+    assert_eq!(m.attrs, vec![("xml:lang".into(), "en".to_string())]);
 }
 
 // ---------------------------------------------------------------------------------------------

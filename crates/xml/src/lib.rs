@@ -14,6 +14,9 @@
 //!   ([`Element::write_to`], [`Element::to_bytes`]), whose output the framer parses back to an
 //!   equal tree.
 //!
+//! - [`name`]: [`Name`], the element names, namespaces and attribute names of the tree: known
+//!   XMPP vocabulary is never allocated.
+//!
 //! There is no I/O and no async here: the caller reads sockets into
 //! [`StreamParser::buffer_mut`] (or [`StreamParser::feed`]s it) and asks for events; everything
 //! above works on [`Element`]s. The `fuzz/` directory next to this crate holds a cargo-fuzz
@@ -23,6 +26,8 @@
 
 pub mod element;
 pub mod framer;
+pub mod name;
 
 pub use element::{Element, Node, Template};
 pub use framer::{Event, Limits, StreamHeader, StreamParser, XmlError};
+pub use name::Name;

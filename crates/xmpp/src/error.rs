@@ -4,7 +4,7 @@
 //! [`StanzaError::to_element`] write them in their namespaces.
 
 use crate::ns;
-use starling_xml::Element;
+use starling_xml::{Element, Name};
 
 /// Stream-level error conditions (RFC 6120 §4.9.3). Sending one closes the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -263,7 +263,7 @@ impl StanzaError {
 
     /// `<error type='…'><condition xmlns='…stanzas'/></error>` in namespace `content_ns`.
     pub fn to_element(self, content_ns: &str) -> Element {
-        Element::new("error", content_ns)
+        Element::new("error", Name::interned(content_ns))
             .with_attr("type", self.default_type().as_str())
             .with_child(Element::new(self.condition(), ns::STANZAS))
     }

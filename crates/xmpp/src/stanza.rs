@@ -2,7 +2,7 @@
 
 use crate::{ns, StanzaError};
 use jid::Jid;
-use starling_xml::Element;
+use starling_xml::{Element, Name};
 
 /// The three stanza kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -203,7 +203,7 @@ mod tests {
 /// (`jabber:component:accept`) meet client streams (`jabber:client`).
 pub fn rewrite_content_ns(e: &mut Element, from_ns: &str, to_ns: &str) {
     if e.ns == from_ns {
-        e.ns = to_ns.to_owned();
+        e.ns = Name::interned(to_ns);
     }
     for child in e.elements_mut() {
         rewrite_content_ns(child, from_ns, to_ns);

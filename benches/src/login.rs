@@ -1,0 +1,103 @@
+//! The login storm's cheap client side: what it reads off the server's raw stanza bytes.
+//!
+//! A login storm measures the server, so the generator's own cost per login must stay well
+//! below the server's: on one core it otherwise becomes the limit (a full XML parse of every
+//! reply was about a third of its user time). The storm's logins frame the server's replies with
+//! [`RawFramer`](crate::presence::RawFramer) and read only what a client must check from them:
+//! which element arrived, its text (SASL payloads are base64, which needs no unescaping), an
+//! attribute of its start tag, and whether the features ask for the legacy session. The servers
+//! measured are trusted to send well-formed XML; anything unexpected fails the login.
+
+use crate::presence::{attributes, find, tag_end};
+
+/// Whether `stanza` is an element named `name` (its start tag's qualified name, as written).
+pub fn is_element(stanza: &[u8], name: &str) -> bool {
+    stanza.first() == Some(&b'<')
+        && stanza[1..].starts_with(name.as_bytes())
+        && matches!(stanza.get(1 + name.len()), Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'))
+}
+
+/// The character data of a simple element `<name …>text</name>` (empty for `<name …/>`), as
+/// written: base64 and other entity-free text needs no unescaping.
+pub fn text(stanza: &[u8]) -> Option<&[u8]> {
+    let end = tag_end(stanza, 0)?;
+    if stanza[end - 1] == b'/' {
+        return Some(&[]);
+    }
+    let body = &stanza[end + 1..];
+    let close = body.iter().position(|&c| c == b'<')?;
+    Some(&body[..close])
+}
+
+/// An attribute of the element's start tag, as written (not unescaped).
+pub fn attr<'a>(stanza: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let end = tag_end(stanza, 0)?;
+    let name_end = stanza.iter().position(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'))?;
+    attributes(&stanza[name_end..end]).find(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v)
+}
+
+/// Whether stream features offer the legacy session (RFC 3921) without marking it
+/// `<optional/>`: only then does a client send the session request (RFC 6121 dropped it;
+/// Conversations, Gajim and slixmpp skip an optional one, as the generator does).
+pub fn needs_session(features: &[u8]) -> bool {
+    let Some(at) = find(features, 0, b"urn:ietf:params:xml:ns:xmpp-session") else { return false };
+    // The session element is the one whose namespace this is: its `<optional/>` child, if any,
+    // comes before its end (or it is empty).
+    let Some(open) = features[..at].iter().rposition(|&c| c == b'<') else { return true };
+    let Some(open_end) = tag_end(features, open) else { return true };
+    if features[open_end - 1] == b'/' {
+        return true;
+    }
+    let inside_end = find(features, open_end, b"</").unwrap_or(features.len());
+    find(&features[..inside_end], open_end, b"<optional").is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_are_told_by_their_whole_name() {
+        assert!(is_element(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", "success"));
+        assert!(is_element(b"<challenge>abc</challenge>", "challenge"));
+        assert!(!is_element(b"<successor/>", "success"));
+        assert!(!is_element(b"<failure><not-authorized/></failure>", "success"));
+        assert!(is_element(b"<stream:features><bind/></stream:features>", "stream:features"));
+    }
+
+    #[test]
+    fn text_and_attributes_are_read_as_written() {
+        let ch = b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>cj1hYmMscz1k</challenge>";
+        assert_eq!(text(ch), Some(&b"cj1hYmMscz1k"[..]));
+        assert_eq!(text(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"), Some(&b""[..]));
+        let iq = b"<iq type=\"result\" id='b' to='u@x/r'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+            <jid>u@x/r</jid></bind></iq>";
+        assert_eq!(attr(iq, "id"), Some(&b"b"[..]));
+        assert_eq!(attr(iq, "type"), Some(&b"result"[..]));
+        assert_eq!(attr(iq, "from"), None);
+        // An attribute of a child is not the stanza's.
+        assert_eq!(attr(b"<iq id='x'><bind type='no'/></iq>", "type"), None);
+    }
+
+    #[test]
+    fn the_session_is_needed_only_when_offered_and_not_optional() {
+        let bind = "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
+        let optional = format!(
+            "<stream:features>{bind}<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
+             <sm xmlns='urn:xmpp:sm:3'/></stream:features>"
+        );
+        let required = format!(
+            "<stream:features>{bind}<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>\
+             <ver xmlns='urn:xmpp:features:rosterver'><optional/></ver></stream:features>"
+        );
+        let required_open = format!(
+            "<stream:features><session xmlns='urn:ietf:params:xml:ns:xmpp-session'></session>{bind}\
+             <c><optional/></c></stream:features>"
+        );
+        let none = format!("<stream:features>{bind}</stream:features>");
+        assert!(!needs_session(optional.as_bytes()));
+        assert!(needs_session(required.as_bytes()));
+        assert!(needs_session(required_open.as_bytes()));
+        assert!(!needs_session(none.as_bytes()));
+    }
+}
