@@ -76,6 +76,49 @@ enum Step {
     Close,
 }
 
+/// Who handles a stream's events: [`Negotiation`] until the resource is bound, then
+/// [`Session`]. Two types rather than a flag, so that the bound session's loop, whose state
+/// every idle connection keeps, holds none of the negotiation's (larger) futures: those live in
+/// one box for the negotiation's duration.
+trait Handling<H: SessionHost> {
+    /// Whether [`Client::drive`] returns [`Step::Bound`] as soon as the resource is bound.
+    const UNTIL_BOUND: bool;
+    /// Handle one event of the stream.
+    fn on_event<'a>(
+        client: &'a mut Client<H>,
+        conn: &'a mut Conn,
+        ev: Event,
+    ) -> impl std::future::Future<Output = Option<Step>> + Send + 'a;
+}
+
+/// Before binding: STARTTLS, SASL, registration, binding.
+struct Negotiation;
+
+/// A bound session.
+struct Session;
+
+impl<H: SessionHost> Handling<H> for Negotiation {
+    const UNTIL_BOUND: bool = true;
+    fn on_event<'a>(
+        client: &'a mut Client<H>,
+        conn: &'a mut Conn,
+        ev: Event,
+    ) -> impl std::future::Future<Output = Option<Step>> + Send + 'a {
+        client.on_negotiation_event(conn, ev)
+    }
+}
+
+impl<H: SessionHost> Handling<H> for Session {
+    const UNTIL_BOUND: bool = false;
+    fn on_event<'a>(
+        client: &'a mut Client<H>,
+        conn: &'a mut Conn,
+        ev: Event,
+    ) -> impl std::future::Future<Output = Option<Step>> + Send + 'a {
+        client.on_session_event(conn, ev)
+    }
+}
+
 /// Per-connection state.
 struct Client<H: SessionHost> {
     /// Shared edge state.
@@ -143,13 +186,13 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
     let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
     loop {
         let step = if matches!(client.phase, Phase::Bound { .. }) {
-            client.drive::<false>(&mut conn).await
+            client.drive::<Session>(&mut conn).await
         } else {
             // Negotiation (STARTTLS, SASL, binding) runs as one boxed future: its state is
             // larger than a bound session's, and it lives only until the resource is bound, so
             // it must not stay in the connection's state for the session's whole life. One box
             // per negotiation, not one per handshake stanza.
-            Box::pin(client.drive::<true>(&mut conn)).await
+            Box::pin(client.drive::<Negotiation>(&mut conn)).await
         };
         match step {
             Step::Close => break,
@@ -215,20 +258,18 @@ async fn accept_tls(
 }
 
 impl<H: SessionHost> Client<H> {
-    /// Read, handle and write until the stream ends or asks for TLS, or (`NEGOTIATING`) until
-    /// the resource is bound. Instantiated twice, so the bound session's loop carries none of
-    /// the negotiation's state: `drive::<true>` handles everything before binding and
-    /// `drive::<false>` only a bound session's stanzas.
-    async fn drive<const NEGOTIATING: bool>(&mut self, conn: &mut Conn) -> Step {
+    /// Read, handle and write until the stream ends or asks for TLS, or (negotiating) until
+    /// the resource is bound; `M` handles the events (see [`Handling`]).
+    async fn drive<M: Handling<H>>(&mut self, conn: &mut Conn) -> Step {
         let mut shutdown = self.edge.shutdown_signal();
         loop {
             loop {
                 match self.parser.next_event() {
                     Ok(Some(ev)) => {
-                        if let Some(step) = self.on_event::<NEGOTIATING>(conn, ev).await {
+                        if let Some(step) = M::on_event(self, conn, ev).await {
                             return step;
                         }
-                        if NEGOTIATING && matches!(self.phase, Phase::Bound { .. }) {
+                        if M::UNTIL_BOUND && matches!(self.phase, Phase::Bound { .. }) {
                             // What is still buffered is the bound session's.
                             return Step::Bound;
                         }
@@ -408,22 +449,46 @@ impl<H: SessionHost> Client<H> {
         left
     }
 
-    async fn on_event<const NEGOTIATING: bool>(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
+    /// Negotiation's events: the stream header, then STARTTLS, SASL, registration, binding.
+    async fn on_negotiation_event(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
         match ev {
-            // A bound session's parser never yields a header: the root stays open to the end.
-            Event::StreamOpen(h) if NEGOTIATING => self.on_header(conn, h).await,
-            Event::StreamOpen(_) => {
-                self.stream_error(conn, StreamError::NotWellFormed).await;
-                Some(Step::Close)
+            Event::StreamOpen(h) => self.on_header(conn, h).await,
+            Event::StreamClose => self.on_stream_close(conn).await,
+            Event::Stanza(e) => {
+                if !self.header_sent {
+                    // Parser guarantees a header first; defensive.
+                    self.stream_error(conn, StreamError::NotWellFormed).await;
+                    return Some(Step::Close);
+                }
+                match &self.phase {
+                    Phase::Authenticated(_) => self.on_pre_bind(conn, e).await,
+                    Phase::PreAuth | Phase::Scram { .. } => self.on_pre_auth(conn, e).await,
+                    // `drive` returns as soon as the resource is bound.
+                    Phase::Bound { .. } => self.on_stanza(conn, e).await,
+                }
             }
-            Event::StreamClose => {
-                self.out.clear();
-                self.out.extend_from_slice(STREAM_CLOSE);
-                let _ = self.flush_out(conn).await;
-                Some(Step::Close)
-            }
-            Event::Stanza(e) => self.on_element::<NEGOTIATING>(conn, e).await,
         }
+    }
+
+    /// A bound session's events: its stanzas, and the end of its stream.
+    async fn on_session_event(&mut self, conn: &mut Conn, ev: Event) -> Option<Step> {
+        match ev {
+            Event::Stanza(e) if matches!(self.phase, Phase::Bound { .. }) => self.on_stanza(conn, e).await,
+            Event::StreamClose => self.on_stream_close(conn).await,
+            // The root stays open while bound, so no header comes, and the phase never goes back.
+            Event::StreamOpen(_) | Event::Stanza(_) => {
+                self.stream_error(conn, StreamError::InternalServerError).await;
+                Some(Step::Close)
+            }
+        }
+    }
+
+    /// The client closed its stream: close ours (RFC 6120 §4.4).
+    async fn on_stream_close(&mut self, conn: &mut Conn) -> Option<Step> {
+        self.out.clear();
+        self.out.extend_from_slice(STREAM_CLOSE);
+        let _ = self.flush_out(conn).await;
+        Some(Step::Close)
     }
 
     /// RFC 6120 §4.7, §4.9.1: check the initiator's header, answer with ours and the features.
@@ -456,24 +521,6 @@ impl<H: SessionHost> Client<H> {
         match self.phase {
             Phase::PreAuth | Phase::Scram { .. } => Stage::BeforeAuth { tls: self.tls },
             Phase::Authenticated(_) | Phase::Bound { .. } => Stage::AfterAuth,
-        }
-    }
-
-    async fn on_element<const NEGOTIATING: bool>(&mut self, conn: &mut Conn, e: Element) -> Option<Step> {
-        if !self.header_sent {
-            // Parser guarantees a header first; defensive.
-            self.stream_error(conn, StreamError::NotWellFormed).await;
-            return Some(Step::Close);
-        }
-        match &self.phase {
-            Phase::Bound { .. } => self.on_stanza(conn, e).await,
-            Phase::Authenticated(_) if NEGOTIATING => self.on_pre_bind(conn, e).await,
-            Phase::PreAuth | Phase::Scram { .. } if NEGOTIATING => self.on_pre_auth(conn, e).await,
-            // `drive::<false>` runs only once bound, and a session never leaves that phase.
-            _ => {
-                self.stream_error(conn, StreamError::InternalServerError).await;
-                Some(Step::Close)
-            }
         }
     }
 

@@ -135,7 +135,7 @@ struct Root {
     /// Its qualified name as written, to check its end tag.
     qname: Vec<u8>,
     /// Namespace declarations in scope at stream level: `xml`, then the root's own.
-    scope: Vec<(String, String)>,
+    scope: Vec<(Name, Name)>,
 }
 
 /// The incremental stream parser. See the [module documentation](self).
@@ -616,19 +616,19 @@ fn split_qname(s: &str) -> Result<(&str, &str), XmlError> {
     Ok((prefix, local))
 }
 
-fn lookup<'a>(scope: &'a [(String, String)], prefix: &str) -> Option<&'a str> {
-    scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
+fn lookup<'a>(scope: &'a [(Name, Name)], prefix: &str) -> Option<&'a Name> {
+    scope.iter().rev().find(|(p, _)| *p == prefix).map(|(_, u)| u)
 }
 
 /// The namespace declarations in scope inside a stanza: the stream root's, shared and never
 /// copied, under the stanza's own (innermost last), which are the only ones it allocates.
 struct Scope<'r> {
-    root: &'r [(String, String)],
-    local: Vec<(String, String)>,
+    root: &'r [(Name, Name)],
+    local: Vec<(Name, Name)>,
 }
 
 impl Scope<'_> {
-    fn lookup(&self, prefix: &str) -> Option<&str> {
+    fn lookup(&self, prefix: &str) -> Option<&Name> {
         lookup(&self.local, prefix).or_else(|| lookup(self.root, prefix))
     }
 }
@@ -684,7 +684,7 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
         }
         let twice = match (key_prefix, key_local) {
             ("", "xmlns") => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
-            ("xmlns", p) => scope.local[declared..].iter().any(|(q, _)| q == p),
+            ("xmlns", p) => scope.local[declared..].iter().any(|(q, _)| *q == p),
             _ => attrs.iter().any(|(k, _)| *k == key),
         };
         if twice {
@@ -695,14 +695,15 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
                 if value == XML_NS || value == XMLNS_NS {
                     return Err(nwf(format!("{value} cannot be the default namespace")));
                 }
-                scope.local.push((String::new(), value));
+                // Interned: every element in its scope then shares the URI without a copy.
+                scope.local.push((Name::default(), Name::interned(&value)));
             }
             ("xmlns", p) => {
                 let reserved = p == "xmlns" || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
                 if reserved || value.is_empty() {
                     return Err(nwf(format!("bad namespace declaration xmlns:{p}='{value}'")));
                 }
-                scope.local.push((p.to_owned(), value));
+                scope.local.push((Name::interned(p), Name::interned(&value)));
             }
             ("", _) | ("xml", _) => attrs.push((Name::interned(key), value)),
             _ => {
@@ -712,7 +713,7 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
         }
     }
     let ns = match scope.lookup(prefix) {
-        Some(uri) => Name::interned(uri),
+        Some(uri) => uri.clone(),
         None if prefix.is_empty() => Name::default(),
         None => return Err(nwf(format!("unbound prefix '{prefix}'"))),
     };
@@ -749,19 +750,34 @@ fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), Xml
         Ok(_) => return Err(nwf("expected the stream header")),
         Err(e) => return Err(nwf(e.to_string())),
     };
-    let mut scope = Scope { root: &[], local: vec![("xml".to_owned(), XML_NS.to_owned())] };
+    let mut scope = Scope { root: &[], local: vec![(Name::from("xml"), Name::from(XML_NS))] };
     let element = start_element(&bs, &mut scope, limits)?;
     if usize::try_from(reader.buffer_position()).ok() != Some(s.len()) {
         return Err(nwf("malformed stream header"));
     }
     let scope = scope.local;
-    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| Name::interned(u));
+    let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
     let header = StreamHeader { name: element.name, ns: element.ns, default_ns, attrs: element.attrs };
     Ok((header, Root { qname: bs.name().into_inner().as_bytes().to_vec(), scope }))
 }
 
+/// Parse one self-contained element (a stanza stored, or carried in a cluster envelope) outside
+/// any stream: its namespaces resolve as inside a stream whose default namespace is
+/// `default_ns`. The same checks apply as to a streamed stanza: restricted XML, well-formedness,
+/// the size, depth and attribute limits; bytes after the element are refused.
+pub fn parse_element(raw: &[u8], default_ns: &'static str, limits: &Limits) -> Result<Element, XmlError> {
+    if raw.len() > limits.max_stanza_bytes {
+        return Err(XmlError::PolicyViolation(format!(
+            "stanza larger than {} bytes",
+            limits.max_stanza_bytes
+        )));
+    }
+    let scope = [(Name::from("xml"), Name::from(XML_NS)), (Name::default(), Name::from(default_ns))];
+    parse_stanza(raw, &scope, limits)
+}
+
 /// Parse one complete element in the context of the stream root's namespace declarations.
-fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) -> Result<Element, XmlError> {
+fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Result<Element, XmlError> {
     let s = checked_str(raw)?;
     let mut reader = quick_xml::Reader::from_str(s);
     let mut scope = Scope { root: root_scope, local: Vec::new() };
@@ -776,6 +792,12 @@ fn parse_stanza(raw: &[u8], root_scope: &[(String, String)], limits: &Limits) ->
     };
     loop {
         let event = reader.read_event().map_err(|e| nwf(e.to_string()))?;
+        if let QEvent::Start(_) | QEvent::Empty(_) = &event {
+            // The framer's lexer enforces this for a streamed stanza; `parse_element` relies on it.
+            if stack.len() >= limits.max_depth {
+                return Err(XmlError::PolicyViolation(format!("nesting deeper than {}", limits.max_depth)));
+            }
+        }
         match event {
             QEvent::Start(bs) => {
                 let mark = scope.local.len();

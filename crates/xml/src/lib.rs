@@ -29,5 +29,5 @@ pub mod framer;
 pub mod name;
 
 pub use element::{Element, Node, Template};
-pub use framer::{Event, Limits, StreamHeader, StreamParser, XmlError};
+pub use framer::{parse_element, Event, Limits, StreamHeader, StreamParser, XmlError};
 pub use name::Name;

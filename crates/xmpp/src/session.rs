@@ -41,20 +41,9 @@ pub trait Deliver: Send + Sync {
 /// Parse one serialized, self-contained stanza (as written by [`Element::to_bytes`]).
 /// Used for stanzas that were stored (offline messages) and are read back.
 pub fn parse_stored_stanza(bytes: &[u8]) -> Result<Element, starling_xml::XmlError> {
-    let mut p = starling_xml::StreamParser::new(starling_xml::Limits {
-        // The synthetic stream header below counts against the limit too.
-        max_stanza_bytes: bytes.len() + 256,
-        ..starling_xml::Limits::default()
-    });
-    p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
-    p.feed(bytes);
-    loop {
-        match p.next_event()? {
-            Some(starling_xml::Event::Stanza(e)) => return Ok(e),
-            Some(_) => continue,
-            None => return Err(starling_xml::XmlError::NotWellFormed("truncated stored stanza".into())),
-        }
-    }
+    // Parsed as if inside a client stream, so a stanza without its own xmlns is jabber:client.
+    let limits = starling_xml::Limits { max_stanza_bytes: bytes.len(), ..starling_xml::Limits::default() };
+    starling_xml::parse_element(bytes, crate::ns::CLIENT, &limits)
 }
 
 #[cfg(test)]
@@ -67,5 +56,11 @@ mod tests {
             Element::new("vCard", "vcard-temp").with_child(Element::new("FN", "vcard-temp").with_text("A"));
         assert_eq!(parse_stored_stanza(&e.to_bytes()).unwrap(), e);
         assert!(parse_stored_stanza(b"<a>").is_err());
+        assert!(parse_stored_stanza(b"<a/><b/>").is_err(), "bytes after the element");
+        assert!(parse_stored_stanza(b"<a><!-- c --></a>").is_err(), "restricted XML");
+        // Without its own xmlns, a stored stanza is in the client namespace, as in a stream.
+        assert_eq!(parse_stored_stanza(b"<message><body>x</body></message>").unwrap().ns, crate::ns::CLIENT);
+        let deep = "<a>".repeat(65) + &"</a>".repeat(65);
+        assert!(parse_stored_stanza(deep.as_bytes()).is_err(), "deeper than the limit");
     }
 }
