@@ -648,7 +648,7 @@ impl<H: SessionHost> Client<H> {
     /// Look up an account's credentials (in place where the store's reads are local).
     async fn credentials(&self, user: &BareJid) -> Option<Vec<ScramCredentials>> {
         let accounts = self.edge.accounts.clone();
-        let key = user.to_string();
+        let key = user.as_str().to_owned();
         starling_store::call(&accounts, Access::Read, move |a| a.credentials(&key)).await.ok()?
     }
 
@@ -865,7 +865,7 @@ impl<H: SessionHost> Client<H> {
         }
         let result = result.with_child(
             Element::new("bind", ns::BIND)
-                .with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
+                .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str().to_owned())),
         );
         tracing::debug!(peer = %self.peer, %jid, "bound");
         self.send(conn, &result).await
@@ -895,7 +895,7 @@ impl<H: SessionHost> Client<H> {
                 return Some(Step::Close);
             }
         }
-        e.set_attr("from", jid.to_string());
+        e.set_attr("from", jid.as_str().to_owned());
         if e.name == "iq" {
             let typ_ok = matches!(e.attr("type"), Some("get" | "set" | "result" | "error"));
             if !typ_ok || e.attr("id").is_none() {

@@ -231,7 +231,7 @@ impl Router {
     /// Hand stored offline messages to a resource that just became available with a
     /// non-negative priority (XEP-0160 §4: on initial presence).
     pub(crate) async fn flush_offline(&self, full: &FullJid) {
-        let user = full.to_bare().to_string();
+        let user = starling_xmpp::bare_part(full.as_str()).to_owned();
         let _offline = self.offline_lock(&user).await;
         // Most logins find nothing stored: a read says so without taking the store's write lock
         // (and, where reads are local, without leaving this thread). The offline lock keeps
@@ -251,7 +251,7 @@ impl Router {
         }
         let Some(target) = self.session_target(full) else {
             // The session went away meanwhile: keep the messages.
-            let user = full.to_bare().to_string();
+            let user = starling_xmpp::bare_part(full.as_str()).to_owned();
             let max = usize::MAX;
             let _ = self
                 .blocking(move |s| {

@@ -310,7 +310,7 @@ impl Router {
         if !self.serves(jid.domain().as_str()) {
             return Err(BindError::NotServed);
         }
-        let bare = jid.to_bare().to_string();
+        let bare = starling_xmpp::bare_part(jid.as_str()).to_owned();
         let resource = jid.resource().as_str().to_owned();
         // Loading the roster and caching it is one step against concurrent roster changes:
         // a change written to the store after the load would otherwise be missing from the cache.
@@ -374,7 +374,7 @@ impl Router {
     /// lost with the connection. This runs even when the session is no longer bound here (it was
     /// replaced by a conflicting bind, or its slot moved): the queue still needs a home.
     pub async fn unbind(&self, jid: &FullJid, id: SessionId, undelivered: Vec<ToClient>) {
-        let bare = jid.to_bare().to_string();
+        let bare = starling_xmpp::bare_part(jid.as_str()).to_owned();
         let removed = 'removed: {
             let mut shard = self.shard(&bare);
             let Some(account) = shard.get_mut(&bare) else { break 'removed None };
@@ -436,7 +436,7 @@ impl Router {
     pub async fn handle_from_client(&self, from: &FullJid, mut stanza: Element) {
         let Some(kind) = stanza::kind_of(&stanza) else { return };
         // The edge stamps 'from' already; the router owns the guarantee, so it stamps it too.
-        stanza.set_attr("from", from.to_string());
+        stanza.set_attr("from", from.as_str().to_owned());
         let to = match stanza.attr("to").map(Jid::new) {
             None => None,
             Some(Ok(j)) => Some(j),
@@ -473,7 +473,7 @@ impl Router {
             self.bounce(&stanza, StanzaError::ServiceUnavailable);
             return;
         }
-        stanza.set_attr("to", to.to_string());
+        stanza.set_attr("to", to.as_str().to_owned());
         self.route(to, stanza).await;
     }
 
@@ -508,7 +508,7 @@ impl Router {
             if to.node().is_none() {
                 return self.to_server(stanza).await;
             }
-            match self.peers.home_of(&to.to_bare().to_string()) {
+            match self.peers.home_of(starling_xmpp::bare_part(to.as_str())) {
                 Home::Local => self.deliver_local(to, stanza).await,
                 Home::Remote(node) => self.forward_or_bounce(node, &to, stanza),
                 Home::Unowned => self.bounce(&stanza, StanzaError::ServiceUnavailable),
@@ -581,7 +581,7 @@ impl Router {
         let Some(Ok(to)) = reply.attr("to").map(Jid::new) else { return };
         let domain = to.domain().as_str();
         if self.serves(domain) {
-            match self.peers.home_of(&to.to_bare().to_string()) {
+            match self.peers.home_of(starling_xmpp::bare_part(to.as_str())) {
                 Home::Local => {
                     if let Ok(full) = to.try_as_full() {
                         if let Some(t) = self.session_target(full) {
@@ -664,7 +664,7 @@ impl Router {
     /// interest index holds only accounts whose roster allows it).
     pub fn on_bus_presence(&self, presence: Element) {
         let Some(Ok(from)) = presence.attr("from").map(FullJid::new) else { return };
-        let bare = from.to_bare().to_string();
+        let bare = starling_xmpp::bare_part(from.as_str()).to_owned();
         let accounts: Vec<String> =
             self.interest_shard(&bare).get(&bare).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         let template = presence.template("to");
@@ -686,7 +686,7 @@ impl Router {
 
     /// The sink of one bound session.
     pub(crate) fn session_target(&self, full: &FullJid) -> Option<Target> {
-        let bare = full.to_bare().to_string();
+        let bare = starling_xmpp::bare_part(full.as_str()).to_owned();
         let shard = self.shard(&bare);
         let account = shard.get(&bare)?;
         account.sessions.iter().find(|s| s.resource == full.resource().as_str()).map(Session::target)

@@ -85,8 +85,8 @@ impl Router {
                 let Some(to) = to else { return };
                 let probe = Element::new("presence", CONTENT_NS)
                     .with_attr("type", "probe")
-                    .with_attr("from", from.to_bare().to_string())
-                    .with_attr("to", to.to_bare().to_string());
+                    .with_attr("from", starling_xmpp::bare_part(from.as_str()).to_owned())
+                    .with_attr("to", starling_xmpp::bare_part(to.as_str()).to_owned());
                 self.route(Jid::from(to.to_bare()), probe).await;
             }
             PresenceAction::Error => {
@@ -200,7 +200,7 @@ impl Router {
                     let known = p
                         .attr("from")
                         .and_then(|f| FullJid::new(f).ok())
-                        .is_some_and(|f| remote.contains(&f.to_bare().to_string()));
+                        .is_some_and(|f| remote.iter().any(|r| r == starling_xmpp::bare_part(f.as_str())));
                     if known {
                         p.set_attr("to", from.to_string());
                         t.sink.deliver(ToClient::Stanza(p));
@@ -226,7 +226,7 @@ impl Router {
 
     /// Mark a session unavailable; returns its directed-presence list if it was available.
     fn mark_unavailable(&self, from: &FullJid) -> Option<HashSet<String>> {
-        let key = from.to_bare().to_string();
+        let key = starling_xmpp::bare_part(from.as_str()).to_owned();
         let mut shard = self.shard(&key);
         let account = shard.get_mut(&key)?;
         let session = account.sessions.iter_mut().find(|s| s.resource == from.resource().as_str())?;
@@ -328,12 +328,14 @@ impl Router {
     /// Keep the session's directed-presence list (§4.6.2): entities that got available presence
     /// from it without a subscription, which must get its unavailable presence later.
     fn note_directed(&self, from: &FullJid, to: &Jid, unavailable: bool) {
-        let key = from.to_bare().to_string();
+        let key = starling_xmpp::bare_part(from.as_str()).to_owned();
         let target = to.to_string();
         let mut shard = self.shard(&key);
         let Some(account) = shard.get_mut(&key) else { return };
-        let subscribed =
-            account.roster.get(&to.to_bare().to_string()).is_some_and(|i| i.state.subscription.has_from());
+        let subscribed = account
+            .roster
+            .get(starling_xmpp::bare_part(to.as_str()))
+            .is_some_and(|i| i.state.subscription.has_from());
         let Some(session) = account.sessions.iter_mut().find(|s| s.resource == from.resource().as_str())
         else {
             return;

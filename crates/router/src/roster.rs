@@ -37,13 +37,16 @@ impl Router {
                 let ver_s = ver.to_string();
                 // §2.6.3: the client's version is current: empty result, changes come as pushes.
                 if query.attr("ver") == Some(ver_s.as_str()) {
-                    return self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
+                    return self.reply_to_session(
+                        from,
+                        iq_result(&iq, starling_xmpp::bare_part(from.as_str()), None),
+                    );
                 }
                 let mut q = Element::new("query", ns::ROSTER).with_attr("ver", ver_s);
                 for item in items.iter().filter(|i| !i.hidden) {
                     q.append_child(item.to_element());
                 }
-                self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), Some(q)));
+                self.reply_to_session(from, iq_result(&iq, starling_xmpp::bare_part(from.as_str()), Some(q)));
             }
             Some("set") => match parse_roster_set(&query) {
                 Err(e) => self.bounce(&iq, e.into()),
@@ -61,7 +64,10 @@ impl Router {
                         item.hidden = false;
                         self.save_item(&user, item).await;
                     }
-                    self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
+                    self.reply_to_session(
+                        from,
+                        iq_result(&iq, starling_xmpp::bare_part(from.as_str()), None),
+                    );
                 }
                 Ok(RosterSet::Remove { jid }) => {
                     let Some(item) = self.load_item(&user, &jid).await.filter(|i| !i.hidden) else {
@@ -78,7 +84,10 @@ impl Router {
                     let _roster = self.roster_lock(&user.to_string()).await;
                     self.delete_item(&user, &jid, true).await;
                     drop(_roster);
-                    self.reply_to_session(from, iq_result(&iq, &from.to_bare().to_string(), None));
+                    self.reply_to_session(
+                        from,
+                        iq_result(&iq, starling_xmpp::bare_part(from.as_str()), None),
+                    );
                 }
             },
             _ => {}
@@ -88,7 +97,7 @@ impl Router {
     /// Mark a bound session as interested in roster pushes, as fetching the roster does
     /// (RFC 6121 §2.1.6); also used when a session is re-registered at a new owner.
     pub fn set_roster_interested(&self, from: &FullJid) {
-        let key = from.to_bare().to_string();
+        let key = starling_xmpp::bare_part(from.as_str()).to_owned();
         let mut shard = self.shard(&key);
         if let Some(a) = shard.get_mut(&key) {
             if let Some(s) = a.sessions.iter_mut().find(|s| s.resource == from.resource().as_str()) {

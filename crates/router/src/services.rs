@@ -230,7 +230,7 @@ impl Router {
 
     /// XEP-0049: get/set of private XML fragments keyed by their element name and namespace.
     async fn private_iq(&self, from: &FullJid, iq: &Element, query: &Element, set: bool) {
-        let bare = from.to_bare().to_string();
+        let bare = starling_xmpp::bare_part(from.as_str()).to_owned();
         let children: Vec<Element> = query.elements().cloned().collect();
         if children.is_empty() || (!set && children.len() != 1) {
             return self.bounce(iq, StanzaError::BadRequest);

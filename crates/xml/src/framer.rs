@@ -606,14 +606,43 @@ fn is_ncname(s: &str) -> bool {
 
 /// Split a QName into (prefix, local part); the prefix is "" when there is none.
 fn split_qname(s: &str) -> Result<(&str, &str), XmlError> {
-    let (prefix, local) = s.split_once(':').unwrap_or(("", s));
-    if (prefix.is_empty() && s.contains(':'))
-        || (!prefix.is_empty() && !is_ncname(prefix))
-        || !is_ncname(local)
-    {
+    // A prefix, when there is a ':', must be an NCName (so a leading ':' is refused).
+    let (prefix, local, prefix_ok) = match s.split_once(':') {
+        Some((prefix, local)) => (prefix, local, is_ncname(prefix)),
+        None => ("", s, true),
+    };
+    if !prefix_ok || !is_ncname(local) {
         return Err(nwf(format!("bad name '{s}'")));
     }
     Ok((prefix, local))
+}
+
+/// What an attribute of a start tag is, by its qualified name.
+#[derive(Clone, Copy)]
+enum AttributeKind<'a> {
+    /// `xmlns`: declares the default namespace.
+    DefaultNamespace,
+    /// `xmlns:p`: declares prefix `p`.
+    Namespace(&'a str),
+    /// No prefix.
+    Plain,
+    /// `xml:…` (`xml:lang`).
+    Xml,
+    /// Another prefix: an attribute in some other namespace.
+    Foreign,
+}
+
+/// Classify an attribute name, checking it is a QName. Lengths are compared before text: this
+/// runs for every attribute of every stanza.
+fn attribute_kind(key: &str) -> Result<AttributeKind<'_>, XmlError> {
+    let (prefix, local) = split_qname(key)?;
+    Ok(match prefix.len() {
+        0 if local.len() == 5 && local == "xmlns" => AttributeKind::DefaultNamespace,
+        0 => AttributeKind::Plain,
+        5 if prefix == "xmlns" => AttributeKind::Namespace(local),
+        3 if prefix == "xml" => AttributeKind::Xml,
+        _ => AttributeKind::Foreign,
+    })
 }
 
 fn lookup<'a>(scope: &'a [(Name, Name)], prefix: &str) -> Option<&'a Name> {
@@ -676,37 +705,44 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
         }
         let attr = attr.map_err(|e| nwf(e.to_string()))?;
         let key = attr.key.as_ref();
-        let (key_prefix, key_local) = split_qname(key)?;
+        let kind = attribute_kind(key)?;
+        // The stanza's raw bytes were checked for characters XML forbids; only a character
+        // reference can bring one in.
+        let referenced = attr.value.contains('&');
         let value =
             attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?.into_owned();
-        if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
-            return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
+        if referenced {
+            if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
+                return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
+            }
         }
-        let twice = match (key_prefix, key_local) {
-            ("", "xmlns") => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
-            ("xmlns", p) => scope.local[declared..].iter().any(|(q, _)| *q == p),
-            _ => attrs.iter().any(|(k, _)| *k == key),
+        let twice = match kind {
+            AttributeKind::DefaultNamespace => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
+            AttributeKind::Namespace(p) => scope.local[declared..].iter().any(|(q, _)| *q == p),
+            AttributeKind::Plain | AttributeKind::Xml | AttributeKind::Foreign => {
+                attrs.iter().any(|(k, _)| *k == key)
+            }
         };
         if twice {
             return Err(nwf(format!("attribute '{key}' given twice")));
         }
-        match (key_prefix, key_local) {
-            ("", "xmlns") => {
+        match kind {
+            AttributeKind::DefaultNamespace => {
                 if value == XML_NS || value == XMLNS_NS {
                     return Err(nwf(format!("{value} cannot be the default namespace")));
                 }
                 // Interned: every element in its scope then shares the URI without a copy.
                 scope.local.push((Name::default(), Name::interned(&value)));
             }
-            ("xmlns", p) => {
+            AttributeKind::Namespace(p) => {
                 let reserved = p == "xmlns" || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
                 if reserved || value.is_empty() {
                     return Err(nwf(format!("bad namespace declaration xmlns:{p}='{value}'")));
                 }
                 scope.local.push((Name::interned(p), Name::interned(&value)));
             }
-            ("", _) | ("xml", _) => attrs.push((Name::interned(key), value)),
-            _ => {
+            AttributeKind::Plain | AttributeKind::Xml => attrs.push((Name::interned(key), value)),
+            AttributeKind::Foreign => {
                 prefixed = true;
                 attrs.push((Name::interned(key), value));
             }

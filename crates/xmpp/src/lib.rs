@@ -26,3 +26,25 @@ pub use starling_xml::{Element, Node};
 
 #[cfg(test)]
 mod jid_tests;
+
+/// The bare JID of a JID's canonical string (`BareJid`, `FullJid` or `Jid::as_str`): everything
+/// before the first `/`. Localparts and domainparts cannot contain `/` (RFC 7622 §3.2, §3.3.1),
+/// so this is the bare JID exactly, without building a `BareJid` and formatting it again.
+pub fn bare_part(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+#[cfg(test)]
+mod bare_part_tests {
+    use super::*;
+
+    #[test]
+    fn the_bare_part_is_the_bare_jid() {
+        for s in
+            ["juliet@example.com/balcony/with/slashes", "juliet@example.com", "example.com/r", "example.com"]
+        {
+            let jid = Jid::new(s).unwrap();
+            assert_eq!(bare_part(jid.as_str()), jid.to_bare().as_str(), "{s}");
+        }
+    }
+}
