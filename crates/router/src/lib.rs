@@ -679,9 +679,14 @@ impl Router {
     /// Whether the bus, not this router, delivers presence to `contact` (a bare JID): a
     /// distributing bus and an account of a served domain homed on another router.
     pub(crate) fn bus_delivers(&self, contact: &str) -> bool {
-        self.bus.distributes()
-            && contact.split_once('@').is_some_and(|(_, d)| self.serves(d))
-            && self.peers.home_of(contact) != Home::Local
+        self.bus.distributes() && self.served_home(contact).is_some_and(|home| home != Home::Local)
+    }
+
+    /// Where the account `contact` (a bare JID) is homed, when its domain is one this server
+    /// serves; `None` for a JID of another domain (and for a domain JID without a localpart).
+    pub(crate) fn served_home(&self, contact: &str) -> Option<Home> {
+        let (_, domain) = contact.split_once('@')?;
+        self.serves(domain).then(|| self.peers.home_of(contact))
     }
 
     /// The sink of one bound session.

@@ -1,7 +1,7 @@
 //! Presence (RFC 6121 §4): initial and subsequent broadcast, unavailable broadcast, probes
 //! (explicit and the implicit probe of initial presence), directed presence.
 
-use crate::{Availability, Home, Router, Target, CONTENT_NS};
+use crate::{Availability, Home, Router, CONTENT_NS};
 use starling_xml::{Element, Template};
 use starling_xmpp::session::ToClient;
 use starling_xmpp::subscription::SubKind;
@@ -118,21 +118,16 @@ impl Router {
     /// Presence to a full JID goes to that session; to a bare JID, to every available resource
     /// (§8.5.2.1.2, §8.5.3.1).
     pub(crate) fn deliver_presence(&self, to: &Jid, stanza: Element) {
-        let targets: Vec<Target> = match to.try_as_full() {
-            Ok(full) => self.session_target(full).into_iter().collect(),
-            Err(bare) => self.available_targets(bare),
-        };
-        for t in targets {
-            t.sink.deliver(ToClient::Stanza(stanza.clone()));
+        match to.try_as_full() {
+            Ok(full) => {
+                if let Some(t) = self.session_target(full) {
+                    t.sink.deliver(ToClient::Stanza(stanza));
+                }
+            }
+            // Every available resource, as the broadcasts do: serialized once, copied per
+            // resource (§8.5.2.1.1: presence to a bare JID goes to all available resources).
+            Err(bare) => self.deliver_template(bare.as_str(), &stanza.template("to"), Some(to.as_str())),
         }
-    }
-
-    /// Every available resource of `bare`, whatever its priority.
-    pub(crate) fn available_targets(&self, bare: &BareJid) -> Vec<Target> {
-        let key = bare.to_string();
-        let shard = self.shard(&key);
-        let Some(account) = shard.get(&key) else { return Vec::new() };
-        account.sessions.iter().filter(|s| s.available.is_some()).map(|s| s.target()).collect()
     }
 
     /// The current presences of `bare`'s available resources, each with 'from' set.
@@ -271,9 +266,7 @@ impl Router {
     /// malformed JID) is routed as a stanza.
     async fn presence_to_contacts(&self, presence: &Element, template: &Template, contacts: Vec<String>) {
         for contact in contacts {
-            let local_account = !contact.contains('/')
-                && contact.split_once('@').is_some_and(|(_, domain)| self.serves(domain))
-                && self.peers.home_of(&contact) == Home::Local;
+            let local_account = !contact.contains('/') && self.served_home(&contact) == Some(Home::Local);
             if local_account {
                 self.deliver_template(&contact, template, Some(&contact));
             } else if let Ok(to) = Jid::new(&contact) {

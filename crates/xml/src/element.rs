@@ -57,8 +57,9 @@ impl Template {
         out
     }
 
-    /// The element's bytes without the attribute.
-    pub fn bytes(&self) -> &[u8] {
+    /// The element's bytes without the attribute (for tests: delivery always sets it).
+    #[cfg(test)]
+    fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 }
