@@ -195,6 +195,27 @@ impl StreamParser {
         }
     }
 
+    /// A parser already inside a stream whose root declared `default_ns` (and nothing else),
+    /// holding `bytes`: what [`parse_element`] runs.
+    fn new_inside_stream(limits: Limits, default_ns: &'static str, bytes: &[u8]) -> StreamParser {
+        let scope = vec![(Name::from("xml"), Name::from(XML_NS)), (Name::default(), Name::from(default_ns))];
+        StreamParser {
+            buf: BytesMut::from(bytes),
+            limits,
+            pos: 0,
+            lex: Lex::Text,
+            depth: 1,
+            start: None,
+            tag_start: 0,
+            root: Some(Root { qname: Vec::new(), scope }),
+            decl_allowed: false,
+            closed: false,
+            open: Vec::new(),
+            pending: None,
+            error: None,
+        }
+    }
+
     /// Append received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -799,17 +820,19 @@ fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), Xml
 
 /// Parse one self-contained element (a stanza stored, or carried in a cluster envelope) outside
 /// any stream: its namespaces resolve as inside a stream whose default namespace is
-/// `default_ns`. The same checks apply as to a streamed stanza: restricted XML, well-formedness,
-/// the size, depth and attribute limits; bytes after the element are refused.
+/// `default_ns`. It goes through the same lexer and parser as a streamed stanza, so the same
+/// input is accepted or refused with the same error (restricted XML, well-formedness, the size,
+/// depth and attribute limits); anything but whitespace after the element is refused. Only the
+/// stream header is skipped: no synthetic header is written and parsed for each element.
 pub fn parse_element(raw: &[u8], default_ns: &'static str, limits: &Limits) -> Result<Element, XmlError> {
-    if raw.len() > limits.max_stanza_bytes {
-        return Err(XmlError::PolicyViolation(format!(
-            "stanza larger than {} bytes",
-            limits.max_stanza_bytes
-        )));
+    let mut p = StreamParser::new_inside_stream(*limits, default_ns, raw);
+    match p.next_event()? {
+        Some(Event::Stanza(element)) => match p.next_event()? {
+            None if p.buffered_len() == 0 => Ok(element),
+            _ => Err(nwf("bytes after the element")),
+        },
+        _ => Err(nwf("not one complete element")),
     }
-    let scope = [(Name::from("xml"), Name::from(XML_NS)), (Name::default(), Name::from(default_ns))];
-    parse_stanza(raw, &scope, limits)
 }
 
 /// Parse one complete element in the context of the stream root's namespace declarations.

@@ -710,7 +710,60 @@ fn roundtrip(e: &Element, parent_ns: &str) -> Element {
     stanza(&ev[1]).clone()
 }
 
+/// A stream whose root declares only the default namespace, as `parse_element` assumes.
+const PLAIN_ROOT: &[u8] = b"<stream xmlns='jabber:client'>";
+
 proptest! {
+    #[test]
+    fn a_lone_element_parses_back_as_written(e in arb_element(3)) {
+        let mut written = Vec::new();
+        e.write_to(&mut written, "jabber:client");
+        let limits = Limits { max_stanza_bytes: 1 << 20, ..Limits::default() };
+        prop_assert_eq!(parse_element(&written, "jabber:client", &limits), Ok(e.clone()));
+        prop_assert_eq!(roundtrip(&e, "jabber:client"), e);
+    }
+
+    #[test]
+    fn a_lone_element_is_accepted_or_refused_as_in_a_stream(
+        data in prop::collection::vec(prop_oneof![
+            any::<u8>(),
+            prop::sample::select(b"<>/='\"!?[]-&#;: \nax".to_vec()),
+        ], 0..300),
+    ) {
+        let limits = Limits { max_stanza_bytes: 200, max_depth: 6, max_attrs: 6 };
+        let mut p = StreamParser::new(limits);
+        p.feed(PLAIN_ROOT);
+        p.feed(&data);
+        let (mut stanzas, mut error) = (Vec::new(), None);
+        loop {
+            match p.next_event() {
+                Ok(Some(Event::Stanza(e))) => stanzas.push(e),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        // In the stream, the bytes were exactly one element (whitespace aside).
+        let lone = error.is_none() && stanzas.len() == 1 && p.buffered_len() == 0;
+        match parse_element(&data, "jabber:client", &limits) {
+            Ok(e) => {
+                prop_assert!(lone, "accepted alone, not in a stream: {:?}", String::from_utf8_lossy(&data));
+                prop_assert_eq!(&stanzas[0], &e);
+            }
+            Err(alone) => {
+                prop_assert!(!lone, "refused alone ({alone}), accepted in a stream: {:?}", String::from_utf8_lossy(&data));
+                if stanzas.is_empty() {
+                    if let Some(streamed) = error {
+                        prop_assert_eq!(alone, streamed);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn any_chunking_yields_the_same_events(cuts in prop::collection::vec(any::<usize>(), 0..40)) {
         let input = sample_stream();
