@@ -576,7 +576,9 @@ ok "$(prometheus --version 2>&1 | head -n1): $result"
 
 # --- traffic while Prometheus watches --------------------------------------------------------------
 
-py traffic "$EDGE_C2S" "$PROM" "$A" "${A}pw" "$B" "${B}pw" "$WORK/stop-traffic" >"$WORK/traffic.out" 2>&1 &
+# Python itself in the background (not through `py`), so that $! is its pid and the cleanup's
+# kill reaches it: a subshell's pid would leave it waiting out its own 60 s bound.
+"$PYTHON" "$PY" traffic "$EDGE_C2S" "$PROM" "$A" "${A}pw" "$B" "${B}pw" "$WORK/stop-traffic" >"$WORK/traffic.out" 2>&1 &
 TRAFFIC_PID=$!
 PIDS+=("$TRAFFIC_PID")
 for _ in $(seq 1 150); do
