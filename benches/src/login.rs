@@ -8,14 +8,8 @@
 //! attribute of its start tag, and whether the features ask for the legacy session. The servers
 //! measured are trusted to send well-formed XML; anything unexpected fails the login.
 
+pub use crate::presence::is_element;
 use crate::presence::{attributes, find, tag_end};
-
-/// Whether `stanza` is an element named `name` (its start tag's qualified name, as written).
-pub fn is_element(stanza: &[u8], name: &str) -> bool {
-    stanza.first() == Some(&b'<')
-        && stanza[1..].starts_with(name.as_bytes())
-        && matches!(stanza.get(1 + name.len()), Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'))
-}
 
 /// The character data of a simple element `<name …>text</name>` (empty for `<name …/>`), as
 /// written: base64 and other entity-free text needs no unescaping.

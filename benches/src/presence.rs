@@ -307,6 +307,13 @@ pub(crate) fn tag_end(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// Whether `stanza` is an element named `name` (its start tag's qualified name, as written).
+pub fn is_element(stanza: &[u8], name: &str) -> bool {
+    stanza.first() == Some(&b'<')
+        && stanza[1..].starts_with(name.as_bytes())
+        && matches!(stanza.get(1 + name.len()), Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'))
+}
+
 /// What the receive path needs from a `<presence>` stanza.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceView<'a> {
@@ -320,8 +327,7 @@ pub struct PresenceView<'a> {
 
 /// The presence fields of a stanza's bytes, `None` when it is not a `<presence>`.
 pub fn scan_presence(st: &[u8]) -> Option<PresenceView<'_>> {
-    let rest = st.strip_prefix(b"<presence")?;
-    if !matches!(rest.first(), Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/')) {
+    if !is_element(st, "presence") {
         return None;
     }
     let end = tag_end(st, 0)?;

@@ -873,27 +873,26 @@ impl<H: SessionHost> Client<H> {
 
     /// A stanza from the bound session: check it, stamp 'from', hand it to the router.
     async fn on_stanza(&mut self, conn: &mut Conn, mut e: Element) -> Option<Step> {
-        let Phase::Bound { jid, .. } = &self.phase else { return None };
-        let jid = jid.clone();
         if e.ns != ns::CLIENT || kind_of(&e).is_none() {
             // RFC 6120 §4.9.3.21
             self.stream_error(conn, StreamError::UnsupportedStanzaType).await;
             return Some(Step::Close);
         }
+        // The session's JID is borrowed, not copied, for each stanza: only the error paths
+        // need `self` mutably, and they return.
+        let jid = self.bound_jid()?;
         // RFC 6120 §8.1.2.1: the server stamps 'from'; a different one is refused.
         let from_ok = match e.attr("from").map(Jid::new) {
             None => true,
             Some(Ok(j)) => match j.try_as_full() {
-                Ok(f) => *f == jid,
-                Err(b) => *b == jid.to_bare(),
+                Ok(f) => f == jid,
+                Err(b) => b.as_str() == starling_xmpp::bare_part(jid.as_str()),
             },
             Some(Err(_)) => false,
         };
         if !from_ok {
-            {
-                self.stream_error(conn, StreamError::InvalidFrom).await;
-                return Some(Step::Close);
-            }
+            self.stream_error(conn, StreamError::InvalidFrom).await;
+            return Some(Step::Close);
         }
         e.set_attr("from", jid.as_str().to_owned());
         if e.name == "iq" {
@@ -916,8 +915,17 @@ impl<H: SessionHost> Client<H> {
         }
         // Boxed: the routing side's future (the whole router, in `serve`) would otherwise be
         // part of every connection's state, idle ones included.
-        Box::pin(self.edge.host.handle(&jid, e)).await;
+        let jid = self.bound_jid()?;
+        Box::pin(self.edge.host.handle(jid, e)).await;
         None
+    }
+
+    /// The session's full JID, once bound.
+    fn bound_jid(&self) -> Option<&FullJid> {
+        match &self.phase {
+            Phase::Bound { jid, .. } => Some(jid),
+            _ => None,
+        }
     }
 }
 

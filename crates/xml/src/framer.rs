@@ -730,8 +730,8 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
         // The stanza's raw bytes were checked for characters XML forbids; only a character
         // reference can bring one in.
         let referenced = attr.value.contains('&');
-        let value =
-            attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?.into_owned();
+        // Borrowed where nothing needed normalizing; copied only into an attribute's value.
+        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?;
         if referenced {
             if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
                 return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
@@ -762,10 +762,12 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
                 }
                 scope.local.push((Name::interned(p), Name::interned(&value)));
             }
-            AttributeKind::Plain | AttributeKind::Xml => attrs.push((Name::interned(key), value)),
+            AttributeKind::Plain | AttributeKind::Xml => {
+                attrs.push((Name::interned(key), value.into_owned()))
+            }
             AttributeKind::Foreign => {
                 prefixed = true;
-                attrs.push((Name::interned(key), value));
+                attrs.push((Name::interned(key), value.into_owned()));
             }
         }
     }

@@ -149,22 +149,11 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The text as an owned `String` (a copy when it was borrowed).
-    pub fn into_string(self) -> String {
-        self.0.into_owned()
-    }
 }
 
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
         &self.0
     }
 }
@@ -184,18 +173,6 @@ impl From<&'static str> for Name {
 impl From<String> for Name {
     fn from(s: String) -> Name {
         Name(Cow::Owned(s))
-    }
-}
-
-impl From<&String> for Name {
-    fn from(s: &String) -> Name {
-        Name::interned(s)
-    }
-}
-
-impl From<Name> for String {
-    fn from(n: Name) -> String {
-        n.into_string()
     }
 }
 
