@@ -9,7 +9,9 @@
 //! measured are trusted to send well-formed XML; anything unexpected fails the login.
 
 pub use crate::presence::is_element;
-use crate::presence::{attributes, find, tag_end};
+use crate::presence::{attributes, find, tag_end, FrameError, RawFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The character data of a simple element `<name …>text</name>` (empty for `<name …/>`), as
 /// written: base64 and other entity-free text needs no unescaping.
@@ -44,6 +46,66 @@ pub fn needs_session(features: &[u8]) -> bool {
     }
     let inside_end = find(features, open_end, b"</").unwrap_or(features.len());
     find(&features[..inside_end], open_end, b"<optional").is_none()
+}
+
+/// A TCP stream read with a [`RawFramer`]: the login storm's client side, and the login-floor
+/// server's.
+pub struct RawConn {
+    tcp: TcpStream,
+    framer: RawFramer,
+}
+
+impl RawConn {
+    /// Frame what arrives on `tcp` from the start (no stream header read yet).
+    pub fn new(tcp: TcpStream) -> RawConn {
+        RawConn { tcp, framer: RawFramer::default() }
+    }
+
+    /// Write all of `data`.
+    pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.tcp.write_all(data).await
+    }
+
+    /// Read more of the stream (what earlier stanzas' ranges pointed at is dropped).
+    async fn fill(&mut self) -> std::io::Result<()> {
+        self.framer.compact();
+        let buf = self.framer.buffer_mut();
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if self.tcp.read_buf(buf).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed by peer"));
+        }
+        Ok(())
+    }
+
+    /// Wait for the peer's stream header.
+    pub async fn header(&mut self) -> std::io::Result<()> {
+        while !self.framer.skip_stream_header().map_err(invalid)? {
+            self.fill().await?;
+        }
+        Ok(())
+    }
+
+    /// The next stanza's bytes (valid until the next read). The peer closing its stream is an
+    /// error of kind `InvalidData` wrapping [`FrameError::StreamClosed`] (see [`closed_stream`]).
+    pub async fn stanza(&mut self) -> std::io::Result<&[u8]> {
+        loop {
+            if let Some(r) = self.framer.next_stanza().map_err(invalid)? {
+                return Ok(self.framer.bytes(r));
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+fn invalid(e: FrameError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+/// Whether an error of [`RawConn`] is the peer's `</stream:stream>`.
+pub fn closed_stream(e: &std::io::Error) -> bool {
+    e.get_ref().and_then(|e| e.downcast_ref::<FrameError>()) == Some(&FrameError::StreamClosed)
 }
 
 #[cfg(test)]

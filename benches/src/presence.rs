@@ -110,7 +110,7 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
 /// Why the stream cannot be framed further.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
-    /// The server closed the stream (`</stream:stream>`).
+    /// The peer closed its stream (`</stream:stream>`).
     StreamClosed,
     /// A stanza grew beyond the framer's limit.
     TooLarge,
@@ -121,7 +121,7 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            FrameError::StreamClosed => "stream closed by server",
+            FrameError::StreamClosed => "stream closed by the peer",
             FrameError::TooLarge => "stanza too large",
             FrameError::NoStreamHeader => "no stream header where one was expected",
         })

@@ -569,6 +569,11 @@ async fn one_message_is_one_trace_across_the_cluster() -> Result<()> {
     for id in [11, 12] {
         nodes.push(traced(Node::new("edge", id, &redis, &grpc, None)?));
     }
+    // Router 2 and edge 12 run single-threaded, as on a one-core pod: the trace must cross
+    // both runtimes, and their exporters must flush on the way out.
+    for i in [1, 3] {
+        nodes[i].env.push(("STARLING_WORKER_THREADS".into(), "1".into()));
+    }
     for n in &mut nodes {
         n.spawn()?;
     }
@@ -636,5 +641,10 @@ async fn one_message_is_one_trace_across_the_cluster() -> Result<()> {
         ],
         "one trace across four processes"
     );
+    // The single-threaded nodes stop cleanly on SIGTERM, their exporters flushed.
+    for i in [3, 1] {
+        let st = nodes[i].terminate()?;
+        assert!(st.success(), "{} {} exited with {st}: {}", nodes[i].role, nodes[i].id, nodes[i].stderr());
+    }
     Ok(())
 }

@@ -251,6 +251,27 @@ async fn sigterm_closes_streams_with_system_shutdown() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_single_threaded_server_serves_and_stops_cleanly() -> Result<()> {
+    // `worker_threads = 1` (a one-core machine or pod): TLS, storage, routing and the shutdown
+    // all run on the one thread.
+    let mut server = TestServer::start(standard_users().env("STARLING_WORKER_THREADS", "1"))?;
+    let mut alice = server.login("alice", "alicepw", "a").await?;
+    let mut bob = server.login("bob", "bobpw", "b").await?;
+    alice.message("bob@localhost/b", "one thread").await?;
+    let m = bob.expect_message("one thread").await?;
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+    let status = tokio::task::spawn_blocking(move || {
+        let st = server.stop();
+        (server, st)
+    });
+    alice.expect_stream_error("system-shutdown").await?;
+    bob.expect_stream_error("system-shutdown").await?;
+    let (_server, st) = status.await?;
+    assert!(st?.success());
+    Ok(())
+}
+
 #[test]
 fn user_cli_add_list_passwd_remove() -> Result<()> {
     let mut server = TestServer::start(Options::default())?;

@@ -27,7 +27,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::Parser;
-use starling_bench::login as raw;
+use starling_bench::login::{self as raw, RawConn};
 use starling_bench::presence::{scan_presence, RawFramer, Ring, RoundTag};
 use starling_xml::{Element, Event, Limits, StreamParser};
 use starling_xmpp::ns;
@@ -323,49 +323,6 @@ fn remember_salt(cache: &SaltCache, user: &str, sc: &ScramClient) {
 }
 
 /// A plain-TCP connection whose replies are framed raw ([`RawFramer`]): the login storm's.
-struct RawConn {
-    tcp: TcpStream,
-    framer: RawFramer,
-}
-
-impl RawConn {
-    async fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.tcp.write_all(data).await?;
-        Ok(())
-    }
-
-    /// Read more of the stream (what earlier stanzas' ranges pointed at is dropped).
-    async fn fill(&mut self) -> Result<()> {
-        self.framer.compact();
-        let buf = self.framer.buffer_mut();
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        if self.tcp.read_buf(buf).await? == 0 {
-            bail!("connection closed by server");
-        }
-        Ok(())
-    }
-
-    /// Wait for the server's stream header.
-    async fn header(&mut self) -> Result<()> {
-        while !self.framer.skip_stream_header()? {
-            self.fill().await?;
-        }
-        Ok(())
-    }
-
-    /// The next stanza's bytes (valid until the next read).
-    async fn stanza(&mut self) -> Result<&[u8]> {
-        loop {
-            if let Some(r) = self.framer.next_stanza()? {
-                return Ok(self.framer.bytes(r));
-            }
-            self.fill().await?;
-        }
-    }
-}
-
 /// [`login`] for the login storm on plain TCP, reading the replies raw (see
 /// `starling_bench::login`): the same exchange as a client's (stream, SASL with the mutual
 /// authentication checked, restart, bind, the legacy session only where required) at a
@@ -379,7 +336,7 @@ async fn login_raw(
 ) -> Result<RawConn> {
     let tcp = TcpStream::connect(args.addr).await?;
     tcp.set_nodelay(true)?;
-    let mut c = RawConn { tcp, framer: RawFramer::default() };
+    let mut c = RawConn::new(tcp);
     c.send(header).await?;
     c.header().await?;
     if !raw::is_element(c.stanza().await?, "stream:features") {

@@ -220,9 +220,13 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
             }
         }
     }
-    if !client.write_stalled {
+    // TLS ends with close_notify. Plain TCP needs nothing before the close: a shutdown(2) first
+    // was one more system call per connection, and one that failed whenever the client had
+    // closed first, as most do after their `</stream:stream>`.
+    if !client.write_stalled && matches!(conn, Conn::Tls(_)) {
         shutdown_within(&mut conn, client.edge.cfg.write_timeout).await;
     }
+    drop(conn);
     // Boxed, like the other once-per-connection steps, to keep the connection's state small.
     Box::pin(client.finish()).await;
 }

@@ -84,13 +84,12 @@ pub async fn shutdown_within<W: AsyncWrite + Unpin>(w: &mut W, limit: Duration) 
     let _ = tokio::time::timeout(limit, w.shutdown()).await;
 }
 
-/// N bytes from the system's secure random source.
+/// N unpredictable bytes (see [`starling_xmpp::random`]).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
     let mut b = [0u8; N];
     // The system RNG failing is not recoverable in any useful way; fall back to a time-based
     // value rather than panicking, ids stay unique enough for stream ids.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+    if starling_xmpp::random::fill(&mut b).is_err() {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -204,6 +204,7 @@ impl<H: SessionHost> Edge<H> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut shutdown = self.shutdown.clone();
+        let mut inherits_nodelay = None;
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -223,7 +224,12 @@ impl<H: SessionHost> Edge<H> {
                 drop(stream);
                 continue;
             };
-            let _ = stream.set_nodelay(true);
+            // Where the kernel copies TCP_NODELAY from the listener (Linux; `starling`'s listeners
+            // set it), connections have it already: the first one tells, and the others then
+            // save a setsockopt(2) each. Elsewhere it is set on each.
+            if !*inherits_nodelay.get_or_insert_with(|| stream.nodelay().unwrap_or(false)) {
+                let _ = stream.set_nodelay(true);
+            }
             // The handler's future is the task: wrapping it in another `async` block would keep
             // it twice in the task's memory (the captured future and the awaited one).
             tokio::spawn(handler(self.clone(), stream, peer, permit));

@@ -21,6 +21,10 @@ pub struct Config {
     pub domains: Vec<String>,
     /// Directory for the database (`starling.redb`) and the generated TLS certificate.
     pub data_dir: PathBuf,
+    /// Threads running connections and routing: 0 for one per core the process may use (its
+    /// CPU affinity and cgroup quota count). With one, the runtime is single-threaded, which saves
+    /// the cross-thread wake-ups a one-worker pool still pays (see `docs/decisions/0008-runtime.md`).
+    pub worker_threads: usize,
     /// Client connections.
     pub c2s: C2sConfig,
     /// TLS certificate. Without one, a self-signed certificate is generated in `data_dir/tls/`.
@@ -50,6 +54,7 @@ impl Default for Config {
         Config {
             domains: vec!["localhost".into()],
             data_dir: PathBuf::from("./starling-data"),
+            worker_threads: 0,
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
             components: ComponentsConfig::default(),

@@ -153,7 +153,7 @@ pub async fn router(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     stop(tasks, Duration::ZERO, || 0).await;
     node.shutdown().await;
-    finish_tracing(tracing);
+    finish_tracing(tracing).await;
     Ok(())
 }
 
@@ -194,7 +194,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let grace = Duration::from_secs(cfg.cluster.drain_timeout_secs);
     stop(tasks, grace, || host.session_count()).await;
-    finish_tracing(tracing);
+    finish_tracing(tracing).await;
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 pub mod delay;
 pub mod error;
 pub mod ns;
+pub mod random;
 pub mod roster;
 pub mod sasl;
 pub mod session;

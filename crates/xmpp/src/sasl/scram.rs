@@ -18,10 +18,11 @@
 //! proof, hashes it and compares with StoredKey in constant time. Message syntax: RFC 5802 §7.
 
 use super::{constant_time_eq, saslprep, SaslFailure};
+use ::hmac::{Hmac, Mac};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ring::rand::SecureRandom;
-use ring::{digest, hmac, pbkdf2};
+use ring::{digest, hmac as ring_hmac, pbkdf2};
+use sha1::{Digest, Sha1};
 use std::num::NonZeroU32;
 
 /// Iteration count of decoy credentials: RFC 7677 §4's minimum, and Starling's default.
@@ -68,35 +69,52 @@ impl ScramHash {
     }
 
     /// HMAC(key, data) (RFC 5802 §2.2).
+    ///
+    /// SHA-1 comes from the `sha1` crate, which uses the CPU's SHA extensions where it has them:
+    /// ring's SHA-1 is portable code, several times slower, and SCRAM-SHA-1 is what most clients
+    /// still pick. SHA-256 stays with ring, whose SHA-256 is already accelerated.
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        let alg = match self {
-            ScramHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            ScramHash::Sha256 => hmac::HMAC_SHA256,
-        };
-        hmac::sign(&hmac::Key::new(alg, key), data).as_ref().to_vec()
+        match self {
+            ScramHash::Sha1 => hmac_sha1(key).chain_update(data).finalize().into_bytes().to_vec(),
+            ScramHash::Sha256 => {
+                ring_hmac::sign(&ring_hmac::Key::new(ring_hmac::HMAC_SHA256, key), data).as_ref().to_vec()
+            }
+        }
     }
 
     /// H(data) (RFC 5802 §2.2).
     fn hash(self, data: &[u8]) -> Vec<u8> {
-        let alg = match self {
-            ScramHash::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-            ScramHash::Sha256 => &digest::SHA256,
-        };
-        digest::digest(alg, data).as_ref().to_vec()
+        match self {
+            ScramHash::Sha1 => Sha1::digest(data).to_vec(),
+            ScramHash::Sha256 => digest::digest(&digest::SHA256, data).as_ref().to_vec(),
+        }
     }
 
     /// Hi(password, salt, i) of RFC 5802 §2.2, which is PBKDF2 (RFC 2898) with HMAC as PRF and
     /// one output block. `password` must already be SASLprep'd. An iteration count of 0 (invalid)
     /// is treated as 1 so that nothing here can panic; callers reject it before.
     fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-        let alg = match self {
-            ScramHash::Sha1 => pbkdf2::PBKDF2_HMAC_SHA1,
-            ScramHash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
-        };
-        let mut out = vec![0u8; self.output_len()];
         let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-        pbkdf2::derive(alg, iterations, salt, password.as_bytes(), &mut out);
-        out
+        match self {
+            ScramHash::Sha1 => {
+                // Hi: U1 = HMAC(password, salt || INT(1)), Ui = HMAC(password, Ui-1), the XOR
+                // of all. The keyed state is made once and cloned for each U.
+                let keyed = hmac_sha1(password.as_bytes());
+                let mut u =
+                    keyed.clone().chain_update(salt).chain_update(1u32.to_be_bytes()).finalize().into_bytes();
+                let mut out = u;
+                for _ in 1..iterations.get() {
+                    u = keyed.clone().chain_update(u).finalize().into_bytes();
+                    out.iter_mut().zip(&u).for_each(|(o, x)| *o ^= x);
+                }
+                out.to_vec()
+            }
+            ScramHash::Sha256 => {
+                let mut out = vec![0u8; self.output_len()];
+                pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password.as_bytes(), &mut out);
+                out
+            }
+        }
     }
 
     /// (ClientKey, StoredKey, ServerKey) from SaltedPassword (RFC 5802 §3).
@@ -107,9 +125,16 @@ impl ScramHash {
     }
 }
 
-/// Fill `buf` from the system's CSPRNG.
+/// HMAC-SHA-1 keyed with `key` (any length: longer keys are hashed first, RFC 2104).
+fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
+    // `new_from_slice` cannot fail for HMAC, which takes keys of any length; the fallback is
+    // only there so that nothing here can panic.
+    Hmac::<Sha1>::new_from_slice(key).unwrap_or_else(|_| Hmac::<Sha1>::new(&Default::default()))
+}
+
+/// Fill `buf` with unpredictable bytes (see [`crate::random`]).
 fn fill_random(buf: &mut [u8]) -> Result<(), SaslFailure> {
-    ring::rand::SystemRandom::new().fill(buf).map_err(|_| SaslFailure::TemporaryAuthFailure)
+    crate::random::fill(buf).map_err(|_| SaslFailure::TemporaryAuthFailure)
 }
 
 /// What the server stores for an account: never the password (RFC 5802 §2.2, §3).
@@ -1173,6 +1198,30 @@ mod tests {
             let mut c = ScramClient::new(ScramHash::Sha1, "u", "pw", "cli");
             let _ = c.handle_server_first(&first);
             let _ = c.verify_server_final(&last);
+        }
+
+        /// SHA-1 from the `sha1` crate (with the CPU's SHA extensions) agrees with ring's
+        /// portable SHA-1 on H, HMAC (short and long keys) and Hi.
+        #[test]
+        fn sha1_agrees_with_ring(
+            key in prop::collection::vec(any::<u8>(), 0..150),
+            data in prop::collection::vec(any::<u8>(), 0..300),
+            iterations in 1u32..40,
+        ) {
+            let ring_sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &data);
+            prop_assert_eq!(ScramHash::Sha1.hash(&data), ring_sha1.as_ref().to_vec());
+            let ring_key = ring_hmac::Key::new(ring_hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key);
+            prop_assert_eq!(ScramHash::Sha1.hmac(&key, &data), ring_hmac::sign(&ring_key, &data).as_ref().to_vec());
+            let password = String::from_utf8_lossy(&key);
+            let mut ring_hi = [0u8; 20];
+            pbkdf2::derive(
+                pbkdf2::PBKDF2_HMAC_SHA1,
+                NonZeroU32::new(iterations).unwrap(),
+                &data,
+                password.as_bytes(),
+                &mut ring_hi,
+            );
+            prop_assert_eq!(ScramHash::Sha1.salted_password(&password, &data, iterations), ring_hi.to_vec());
         }
 
         #[test]
