@@ -16,6 +16,11 @@
 # /var/lib/ejabberd between runs, so its setup finds them made; Starling and Prosody start from
 # fresh data directories.
 #
+# `floor` is not a server: login_floor (benches/src/bin/login_floor.rs) answers the login storm
+# with the least work a server can do (the raw framing, the SCRAM arithmetic, canned replies), so
+# its CPU per login is what the kernel and the runtime cost per login on this machine, a floor
+# no server goes below. Only the login storm runs against it.
+#
 # Writes one JSON line per measurement to target/bench/results.jsonl and the table to
 # target/bench/table.md (copied into docs/benchmarks.md by hand with the run's context).
 set -euo pipefail
@@ -24,7 +29,7 @@ USERS=${USERS:-100}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 PAIRS=${PAIRS:-50}
-SERVERS=${SERVERS:-"starling prosody ejabberd"}
+SERVERS=${SERVERS:-"starling prosody ejabberd floor"}
 PARTS=${PARTS:-"basic presence"}
 PRESENCE_USERS=${PRESENCE_USERS:-1000}
 PRESENCE_CONTACTS=${PRESENCE_CONTACTS:-50}
@@ -34,7 +39,8 @@ PRESENCE_ROUND_SECS=${PRESENCE_ROUND_SECS:-60}   # bound on each round (and the 
 PRESENCE_SETUP_SECS=${PRESENCE_SETUP_SECS:-1200} # bound on making the rosters
 PRESENCE_PREFIX=${PRESENCE_PREFIX:-k${PRESENCE_CONTACTS}n${PRESENCE_USERS}u}
 PW=password
-# The servers listen on 25222 (Starling), 25223 (Prosody) and 25224 (ejabberd): below the
+# The servers listen on 25222 (Starling), 25223 (Prosody), 25224 (ejabberd) and 25225 (the login
+# floor): below the
 # kernel's ephemeral range (32768–60999 here), so a login storm's client ports never hold them.
 OUT=target/bench
 mkdir -p "$OUT"
@@ -52,6 +58,7 @@ pkill -x prosody 2>/dev/null || true
 cargo build --release --locked -p starling -p starling-bench
 STARLING="$PWD/target/release/starling"
 LOADGEN="$PWD/target/release/loadgen"
+FLOOR="$PWD/target/release/login_floor"
 
 wait_port() { # host:port, seconds
   local deadline=$((SECONDS + $2))
@@ -161,6 +168,19 @@ run_ejabberd() {
   scenarios ejabberd 25224 "$pid"
   ejabberdctl stop >/dev/null || true
   cp "$cfg.starling-bench-backup" "$cfg"
+}
+
+run_floor() {
+  # Single-threaded, as `starling serve` is when pinned to one core.
+  taskset -c 0 "$FLOOR" --listen 127.0.0.1:25225 --password "$PW" --runtime current >/dev/null 2>&1 &
+  local pid=$!
+  wait_port 127.0.0.1:25225 30
+  if has_part basic; then
+    for run in $(seq "$RUNS"); do
+      gen floor 25225 "$pid" login --clients "$USERS" --concurrency 50 --mech scram-sha-1
+    done
+  fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 for s in $SERVERS; do

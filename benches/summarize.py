@@ -278,7 +278,7 @@ for r in rows:
 
 
 def basic_table(values):
-    labels = [l for l in ("starling", "prosody", "ejabberd") if any(k[0] == l for k in values)]
+    labels = [l for l in ("starling", "prosody", "ejabberd", "floor") if any(k[0] == l for k in values)]
     print("| measure | " + " | ".join(labels) + " | " + " | ".join(f"starling vs {l}" for l in labels[1:]) + " |")
     print("|---" * (1 + 2 * len(labels) - 1) + "|")
     for scen, rate, key, title, higher_better in metrics:
@@ -299,6 +299,18 @@ def basic_table(values):
             else:
                 ratios.append("–")
         print(f"| {title} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    login_cpu = {l: statistics.median(v) for (l, scen, _, key), v in values.items()
+                 if scen == "login" and key == "server_cpu_us_per_login" and v}
+    if "floor" in login_cpu and login_cpu["floor"]:
+        print()
+        print(f"The login floor costs {login_cpu['floor']:.4g} µs per login: no server doing this exchange on "
+              "this machine goes below it.")
+        if "starling" in login_cpu:
+            print(f"Starling's own work per login, above the floor: {login_cpu['starling'] - login_cpu['floor']:.3g} µs.")
+        for l in ("ejabberd", "prosody"):
+            if l in login_cpu:
+                print(f"The most any server can be ahead of {l} on CPU per login here: "
+                      f"{login_cpu[l] / login_cpu['floor']:.2f}×.")
 
 
 if values:
