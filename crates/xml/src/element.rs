@@ -142,6 +142,23 @@ impl Element {
         }
     }
 
+    /// Append the text `f` writes, merged with a preceding text node like
+    /// [`Element::append_text`], without building it in a string of its own first.
+    pub(crate) fn append_text_with<E>(
+        &mut self,
+        f: impl FnOnce(&mut String) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(Node::Text(t)) = self.children.last_mut() {
+            return f(t);
+        }
+        let mut text = String::new();
+        f(&mut text)?;
+        if !text.is_empty() {
+            self.children.push(Node::Text(text));
+        }
+        Ok(())
+    }
+
     /// Child elements.
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|n| match n {

@@ -9,9 +9,14 @@
 //!    an oversize, too deep, mismatched or forbidden construct is refused as soon as it shows up,
 //!    without waiting for (or buffering) the rest of it. The lexer's state survives between calls,
 //!    so feeding a stanza one byte at a time costs O(n) overall.
-//! 2. **Parse.** Only a complete construct is parsed, with quick-xml on exactly that slice, into an
-//!    [`Element`] (or a [`StreamHeader`]); namespaces are resolved here against the stream root's
-//!    declarations, entities are unescaped, and the bytes are consumed from the buffer.
+//! 2. **Parse.** Only a complete construct is parsed, on exactly that slice, into an [`Element`]
+//!    (or a [`StreamHeader`]); attributes are split and checked, namespaces are resolved against
+//!    the stream root's declarations, references are resolved and line ends normalized, and the
+//!    bytes are consumed from the buffer. The parse stage is the framer's own: the lexer has
+//!    already found the structure, so what is left is a single pass over the slice. It replaced
+//!    quick-xml's reader, which is kept in the tests as the oracle of a differential property
+//!    test (same events, same kind of error, for any input). quick-xml still reads the XML
+//!    declaration.
 //!
 //! Every error is reported at a position determined by the bytes alone, so any chunking of the
 //! same input yields the same events and the same error.
@@ -19,8 +24,8 @@
 use crate::element::Element;
 use crate::name::Name;
 use bytes::{Buf, BytesMut};
-use quick_xml::events::{BytesStart, Event as QEvent};
-use quick_xml::XmlVersion;
+use quick_xml::events::Event as QEvent;
+use std::borrow::Cow;
 
 /// The XML namespace, bound to the `xml` prefix by definition.
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -525,6 +530,8 @@ impl StreamParser {
         match self.depth {
             0 => {
                 let start = self.start.unwrap_or(self.tag_start);
+                #[cfg(test)]
+                let parse_header = if oracle::active() { oracle::parse_header } else { parse_header };
                 let (header, root) = parse_header(&self.buf[start..tag_end], &self.limits)?;
                 self.consume(tag_end);
                 self.decl_allowed = false;
@@ -561,6 +568,8 @@ impl StreamParser {
     fn stanza_complete(&mut self, end: usize) -> Result<Event, XmlError> {
         let start = self.start.unwrap_or(0);
         let scope = self.root.as_ref().map(|r| r.scope.as_slice()).unwrap_or(&[]);
+        #[cfg(test)]
+        let parse_stanza = if oracle::active() { oracle::parse_stanza } else { parse_stanza };
         let element = parse_stanza(&self.buf[start..end], scope, &self.limits)?;
         self.consume(end);
         self.open.clear();
@@ -707,36 +716,183 @@ fn check_decl(raw: &[u8]) -> Result<(), XmlError> {
     }
 }
 
-/// Build an element (without children) from a start tag, pushing its namespace declarations
-/// onto `scope.local`.
-fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) -> Result<Element, XmlError> {
-    let (prefix, local) = split_qname(bs.name().into_inner())?;
+/// The attributes of a start tag: `(name, raw value)` pairs, the value as written between its
+/// quotes. Syntax errors (no `=`, an unquoted or unterminated value, no whitespace before the
+/// next attribute) end the iteration with an error.
+struct Attributes<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<(&'a str, &'a str), XmlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = skip_ws(self.rest);
+        if s.is_empty() {
+            return None;
+        }
+        let (key, value, rest) = match split_attribute(s) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.rest = "";
+                return Some(Err(e));
+            }
+        };
+        if rest.as_bytes().first().is_some_and(|&c| !is_ws(c)) {
+            self.rest = "";
+            return Some(Err(nwf("missing whitespace between attributes")));
+        }
+        self.rest = rest;
+        Some(Ok((key, value)))
+    }
+}
+
+/// `name S? = S? quote value quote` at the start of `s`: the name, the raw value and what follows.
+fn split_attribute(s: &str) -> Result<(&str, &str, &str), XmlError> {
+    let name_len = s.bytes().position(|c| c == b'=' || is_ws(c)).unwrap_or(s.len());
+    let (key, after) = s.split_at(name_len);
+    if key.is_empty() {
+        return Err(nwf("attribute without a name"));
+    }
+    let Some(after) = skip_ws(after).strip_prefix('=') else {
+        return Err(nwf(format!("attribute '{key}' without a value")));
+    };
+    let after = skip_ws(after);
+    let quote = match after.as_bytes().first() {
+        Some(&q @ (b'"' | b'\'')) => q as char,
+        _ => return Err(nwf(format!("attribute '{key}' has an unquoted value"))),
+    };
+    let body = &after[1..];
+    let end = body
+        .bytes()
+        .position(|c| c == quote as u8)
+        .ok_or_else(|| nwf(format!("attribute '{key}' has an unterminated value")))?;
+    Ok((key, &body[..end], &body[end + 1..]))
+}
+
+/// `s` without its leading XML whitespace.
+fn skip_ws(s: &str) -> &str {
+    // Whitespace is ASCII, so the index is a character boundary.
+    &s[s.bytes().position(|c| !is_ws(c)).unwrap_or(s.len())..]
+}
+
+/// Where the first of the bytes `wanted` tells is in `s` (all ASCII, so a character boundary).
+fn find_byte(s: &str, wanted: impl Fn(u8) -> bool) -> Option<usize> {
+    s.bytes().position(wanted)
+}
+
+/// A character or entity reference at the start of `s` (just after its `&`): the character and
+/// the bytes it takes up to and including its `;`. Only XML's five predefined entities and
+/// references to characters XML allows resolve (RFC 6120 §11.1 forbids declaring others).
+fn reference(s: &str) -> Result<(char, usize), XmlError> {
+    let end = s.find(';').ok_or_else(|| nwf("unterminated reference"))?;
+    let body = &s[..end];
+    let c = match body {
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "amp" => Some('&'),
+        "apos" => Some('\''),
+        "quot" => Some('"'),
+        _ => body.strip_prefix('#').and_then(|n| {
+            let (digits, radix) = match n.strip_prefix('x') {
+                Some(hex) => (hex, 16),
+                None => (n, 10),
+            };
+            // CharRef is '&#' [0-9]+ ';' or '&#x' [0-9a-fA-F]+ ';': no sign, no other prefix.
+            let ok = !digits.is_empty() && digits.bytes().all(|b| (b as char).is_digit(radix));
+            ok.then(|| u32::from_str_radix(digits, radix).ok()).flatten().and_then(char::from_u32)
+        }),
+    };
+    match c.filter(|&c| is_xml_char(c)) {
+        Some(c) => Ok((c, end + 1)),
+        None => Err(nwf(format!("undefined or illegal reference &{body};"))),
+    }
+}
+
+/// An attribute value normalized as XML 1.0 §3.3.3 says for CDATA attributes: references
+/// resolved, and each literal tab, line feed, carriage return or CR LF pair one space (a
+/// referenced one is kept). Borrowed when there is nothing to do. The bool tells whether a
+/// reference was resolved (only a reference can bring in a character the raw bytes were
+/// checked against).
+fn attribute_value(raw: &str) -> Result<(Cow<'_, str>, bool), XmlError> {
+    if !raw.bytes().any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r')) {
+        return Ok((Cow::Borrowed(raw), false));
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut referenced = false;
+    let mut rest = raw;
+    while let Some(i) = find_byte(rest, |c| matches!(c, b'&' | b'\t' | b'\n' | b'\r')) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        rest = match tail.as_bytes()[0] {
+            b'&' => {
+                let (c, used) = reference(&tail[1..])?;
+                out.push(c);
+                referenced = true;
+                &tail[1 + used..]
+            }
+            b'\r' if tail.as_bytes().get(1) == Some(&b'\n') => {
+                out.push(' ');
+                &tail[2..]
+            }
+            _ => {
+                out.push(' ');
+                &tail[1..]
+            }
+        };
+    }
+    out.push_str(rest);
+    Ok((Cow::Owned(out), referenced))
+}
+
+/// Character data as XML 1.0 delivers it: references resolved, and line ends normalized
+/// (§2.11: CR LF and a lone CR become LF; a referenced CR is kept), appended to `out`.
+fn push_text(out: &mut String, raw: &str, references: bool) -> Result<(), XmlError> {
+    let mut rest = raw;
+    while let Some(i) = find_byte(rest, |c| c == b'\r' || (references && c == b'&')) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        rest = if tail.as_bytes()[0] == b'&' {
+            let (c, used) = reference(&tail[1..])?;
+            out.push(c);
+            &tail[1 + used..]
+        } else {
+            out.push('\n');
+            if tail.as_bytes().get(1) == Some(&b'\n') {
+                &tail[2..]
+            } else {
+                &tail[1..]
+            }
+        };
+    }
+    out.push_str(rest);
+    Ok(())
+}
+
+/// Build an element (without children) from a start tag's name and attributes (the text after
+/// the name, up to `>` or `/>`), pushing its namespace declarations onto `scope.local`.
+fn start_element(
+    qname: &str,
+    attributes: &str,
+    scope: &mut Scope<'_>,
+    limits: &Limits,
+) -> Result<Element, XmlError> {
+    let (prefix, local) = split_qname(qname)?;
     // Attributes go straight into the element's list; one with a namespace prefix (rare) is
     // checked, and dropped, once every declaration of the tag is known.
     let mut attrs: Vec<(Name, String)> = Vec::new();
     let mut prefixed = false;
     let declared = scope.local.len();
-    // Unique Att Spec (XML 1.0 §3.1) is checked here, against what this tag has given so far,
-    // rather than by quick-xml, whose check keeps a list of its own for every tag.
-    let mut attributes = bs.attributes();
-    attributes.with_checks(false);
-    for (count, attr) in attributes.enumerate() {
+    for (count, attr) in (Attributes { rest: attributes }).enumerate() {
         if count >= limits.max_attrs {
             return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
         }
-        let attr = attr.map_err(|e| nwf(e.to_string()))?;
-        let key = attr.key.as_ref();
+        let (key, raw) = attr?;
         let kind = attribute_kind(key)?;
-        // The stanza's raw bytes were checked for characters XML forbids; only a character
-        // reference can bring one in.
-        let referenced = attr.value.contains('&');
-        // Borrowed where nothing needed normalizing; copied only into an attribute's value.
-        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?;
-        if referenced {
-            if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
-                return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
-            }
-        }
+        // The raw bytes were checked for characters XML forbids; only a reference can bring one
+        // in, and `reference` refuses those.
+        let (value, _) = attribute_value(raw)?;
+        // Unique Att Spec (XML 1.0 §3.1), against what this tag has given so far.
         let twice = match kind {
             AttributeKind::DefaultNamespace => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
             AttributeKind::Namespace(p) => scope.local[declared..].iter().any(|(q, _)| *q == p),
@@ -800,24 +956,47 @@ fn start_element(bs: &BytesStart<'_>, scope: &mut Scope<'_>, limits: &Limits) ->
     Ok(element)
 }
 
+/// A start tag's inside (between `<` and `>`) split into its name, its attribute text, and
+/// whether it is an empty-element tag (`…/>`).
+fn split_start_tag(inside: &str) -> (&str, &str, bool) {
+    let (inside, empty) = match inside.strip_suffix('/') {
+        Some(i) => (i, true),
+        None => (inside, false),
+    };
+    let name_len = find_byte(inside, is_ws).unwrap_or(inside.len());
+    let (name, attributes) = inside.split_at(name_len);
+    (name, attributes, empty)
+}
+
+/// Where the tag starting at `from` (a `<`) ends: the index of its `>`, skipping quoted values.
+fn tag_end(s: &[u8], from: usize) -> Option<usize> {
+    let mut quote = 0u8;
+    for (i, &c) in s.iter().enumerate().skip(from + 1) {
+        match c {
+            b'"' | b'\'' if quote == 0 => quote = c,
+            c if c == quote => quote = 0,
+            b'>' if quote == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parse a complete root start tag into the header and what is kept of the root.
 fn parse_header(raw: &[u8], limits: &Limits) -> Result<(StreamHeader, Root), XmlError> {
     let s = checked_str(raw)?;
-    let mut reader = quick_xml::Reader::from_str(s);
-    let bs = match reader.read_event() {
-        Ok(QEvent::Start(bs)) | Ok(QEvent::Empty(bs)) => bs,
-        Ok(_) => return Err(nwf("expected the stream header")),
-        Err(e) => return Err(nwf(e.to_string())),
-    };
-    let mut scope = Scope { root: &[], local: vec![(Name::from("xml"), Name::from(XML_NS))] };
-    let element = start_element(&bs, &mut scope, limits)?;
-    if usize::try_from(reader.buffer_position()).ok() != Some(s.len()) {
+    // Exactly one tag: its first unquoted `>` is the last byte.
+    if !s.starts_with('<') || tag_end(s.as_bytes(), 0) != Some(s.len().saturating_sub(1)) {
         return Err(nwf("malformed stream header"));
     }
+    let inside = &s[1..s.len() - 1];
+    let (qname, attributes, _) = split_start_tag(inside);
+    let mut scope = Scope { root: &[], local: vec![(Name::from("xml"), Name::from(XML_NS))] };
+    let element = start_element(qname, attributes, &mut scope, limits)?;
     let scope = scope.local;
     let default_ns = scope.iter().rev().find(|(p, _)| p.is_empty()).map(|(_, u)| u.clone());
     let header = StreamHeader { name: element.name, ns: element.ns, default_ns, attrs: element.attrs };
-    Ok((header, Root { qname: bs.name().into_inner().as_bytes().to_vec(), scope }))
+    Ok((header, Root { qname: qname.as_bytes().to_vec(), scope }))
 }
 
 /// Parse one self-contained element (a stanza stored, or carried in a cluster envelope) outside
@@ -838,95 +1017,103 @@ pub fn parse_element(raw: &[u8], default_ns: &'static str, limits: &Limits) -> R
 }
 
 /// Parse one complete element in the context of the stream root's namespace declarations.
+///
+/// The lexer has already found the element's extent and refused what restricted XML forbids,
+/// unbalanced tags, `<` in attribute values and oversize or too deep input; this stage checks
+/// the rest of the syntax (attributes, references, names) as it builds the tree, so it also
+/// stands on its own.
 fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Result<Element, XmlError> {
     let s = checked_str(raw)?;
-    let mut reader = quick_xml::Reader::from_str(s);
+    let b = s.as_bytes();
     let mut scope = Scope { root: root_scope, local: Vec::new() };
-    // Open elements, each with the scope length before its own declarations.
-    let mut stack: Vec<(Element, usize)> = Vec::new();
-    let finished = |element: Element, reader: &quick_xml::Reader<&[u8]>| {
-        if usize::try_from(reader.buffer_position()).ok() == Some(s.len()) {
-            Ok(element)
-        } else {
-            Err(nwf("malformed stanza"))
-        }
-    };
+    // Open elements, each with its qualified name and the scope length before its declarations.
+    let mut stack: Vec<(Element, &str, usize)> = Vec::new();
+    let mut at = 0;
     loop {
-        let event = reader.read_event().map_err(|e| nwf(e.to_string()))?;
-        if let QEvent::Start(_) | QEvent::Empty(_) = &event {
-            // The framer's lexer enforces this for a streamed stanza; `parse_element` relies on it.
-            if stack.len() >= limits.max_depth {
-                return Err(XmlError::PolicyViolation(format!("nesting deeper than {}", limits.max_depth)));
-            }
+        if at >= b.len() {
+            return Err(nwf("truncated stanza"));
         }
-        match event {
-            QEvent::Start(bs) => {
-                let mark = scope.local.len();
-                let element = start_element(&bs, &mut scope, limits)?;
-                stack.push((element, mark));
+        if b[at] != b'<' {
+            // Character data, up to the next markup.
+            let end = s[at..].find('<').map_or(s.len(), |i| at + i);
+            let text = &s[at..end];
+            if text.contains("]]>") {
+                return Err(nwf("']]>' in character data"));
             }
-            QEvent::Empty(bs) => {
-                let mark = scope.local.len();
-                let element = start_element(&bs, &mut scope, limits)?;
-                scope.local.truncate(mark);
-                match stack.last_mut() {
-                    Some((parent, _)) => parent.append_child(element),
-                    None => return finished(element, &reader),
-                }
-            }
-            QEvent::End(_) => {
-                let Some((element, mark)) = stack.pop() else {
+            let Some((parent, _, _)) = stack.last_mut() else {
+                return Err(nwf("text outside the stanza"));
+            };
+            parent.append_text_with(|out| push_text(out, text, true))?;
+            at = end;
+            continue;
+        }
+        match b.get(at + 1) {
+            Some(b'/') => {
+                let end = s[at..].find('>').map(|i| at + i).ok_or_else(|| nwf("truncated stanza"))?;
+                let name = s[at + 2..end].trim_end_matches([' ', '\t', '\r', '\n']);
+                let Some((element, qname, mark)) = stack.pop() else {
                     return Err(nwf("unbalanced end tag"));
                 };
+                if name != qname {
+                    return Err(nwf(format!("</{name}> does not close <{qname}>")));
+                }
                 scope.local.truncate(mark);
+                at = end + 1;
                 match stack.last_mut() {
-                    Some((parent, _)) => parent.append_child(element),
-                    None => return finished(element, &reader),
+                    Some((parent, _, _)) => parent.append_child(element),
+                    None if at == b.len() => return Ok(element),
+                    None => return Err(nwf("malformed stanza")),
                 }
             }
-            QEvent::Text(text) => {
-                if text.contains("]]>") {
-                    return Err(nwf("']]>' in character data"));
+            Some(b'!') => {
+                const CDATA: &str = "<![CDATA[";
+                if !s[at..].starts_with(CDATA) {
+                    return Err(if s[at..].starts_with("<!--") {
+                        XmlError::RestrictedXml("comment")
+                    } else {
+                        XmlError::RestrictedXml("document type declaration")
+                    });
                 }
-                let Some((parent, _)) = stack.last_mut() else {
-                    return Err(nwf("text outside the stanza"));
-                };
-                parent.append_text(text.xml10_content());
-            }
-            QEvent::CData(cdata) => {
-                let Some((parent, _)) = stack.last_mut() else {
+                let from = at + CDATA.len();
+                let end = s[from..].find("]]>").map(|i| from + i).ok_or_else(|| nwf("truncated stanza"))?;
+                let Some((parent, _, _)) = stack.last_mut() else {
                     return Err(nwf("CDATA outside the stanza"));
                 };
-                parent.append_text(cdata.xml10_content());
+                parent.append_text_with(|out| push_text(out, &s[from..end], false))?;
+                at = end + 3;
             }
-            QEvent::GeneralRef(r) => {
-                let c = if r.is_char_ref() {
-                    r.resolve_char_ref().ok().flatten().filter(|&c| is_xml_char(c))
-                } else {
-                    match &*r {
-                        "lt" => Some('<'),
-                        "gt" => Some('>'),
-                        "amp" => Some('&'),
-                        "apos" => Some('\''),
-                        "quot" => Some('"'),
-                        _ => None,
-                    }
-                };
-                let Some(c) = c else {
-                    return Err(nwf(format!("undefined or illegal reference &{};", &*r)));
-                };
-                let Some((parent, _)) = stack.last_mut() else {
-                    return Err(nwf("reference outside the stanza"));
-                };
-                parent.append_text(c);
+            Some(b'?') => return Err(XmlError::RestrictedXml("processing instruction")),
+            _ => {
+                // The framer's lexer enforces this for a streamed stanza; `parse_element` relies on it.
+                if stack.len() >= limits.max_depth {
+                    return Err(XmlError::PolicyViolation(format!(
+                        "nesting deeper than {}",
+                        limits.max_depth
+                    )));
+                }
+                let end = tag_end(b, at).ok_or_else(|| nwf("truncated stanza"))?;
+                let (qname, attributes, empty) = split_start_tag(&s[at + 1..end]);
+                let mark = scope.local.len();
+                let element = start_element(qname, attributes, &mut scope, limits)?;
+                at = end + 1;
+                if !empty {
+                    stack.push((element, qname, mark));
+                    continue;
+                }
+                scope.local.truncate(mark);
+                match stack.last_mut() {
+                    Some((parent, _, _)) => parent.append_child(element),
+                    None if at == b.len() => return Ok(element),
+                    None => return Err(nwf("malformed stanza")),
+                }
             }
-            QEvent::Comment(_) => return Err(XmlError::RestrictedXml("comment")),
-            QEvent::PI(_) | QEvent::Decl(_) => return Err(XmlError::RestrictedXml("processing instruction")),
-            QEvent::DocType(_) => return Err(XmlError::RestrictedXml("document type declaration")),
-            QEvent::Eof => return Err(nwf("truncated stanza")),
         }
     }
 }
+
+#[cfg(test)]
+#[path = "framer_oracle.rs"]
+mod oracle;
 
 #[cfg(test)]
 #[path = "framer_tests.rs"]
