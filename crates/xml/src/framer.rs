@@ -877,21 +877,35 @@ fn start_element(
     scope: &mut Scope<'_>,
     limits: &Limits,
 ) -> Result<Element, XmlError> {
+    // The raw bytes were checked for characters XML forbids; only a reference can bring one in,
+    // and `reference` refuses those.
+    let attrs =
+        Attributes { rest: attributes }.map(|a| a.and_then(|(key, raw)| Ok((key, attribute_value(raw)?.0))));
+    element_from_tag(qname, attrs, scope, limits)
+}
+
+/// Build an element (without children) from its qualified name and its attributes (qualified
+/// name and normalized value each, in document order): resolve its namespace, check and push
+/// its namespace declarations onto `scope.local`, refuse an attribute given twice, and drop the
+/// attributes of other namespaces.
+fn element_from_tag<'a>(
+    qname: &str,
+    attributes: impl Iterator<Item = Result<(&'a str, Cow<'a, str>), XmlError>>,
+    scope: &mut Scope<'_>,
+    limits: &Limits,
+) -> Result<Element, XmlError> {
     let (prefix, local) = split_qname(qname)?;
     // Attributes go straight into the element's list; one with a namespace prefix (rare) is
     // checked, and dropped, once every declaration of the tag is known.
     let mut attrs: Vec<(Name, String)> = Vec::new();
     let mut prefixed = false;
     let declared = scope.local.len();
-    for (count, attr) in (Attributes { rest: attributes }).enumerate() {
+    for (count, attr) in attributes.enumerate() {
         if count >= limits.max_attrs {
             return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
         }
-        let (key, raw) = attr?;
+        let (key, value) = attr?;
         let kind = attribute_kind(key)?;
-        // The raw bytes were checked for characters XML forbids; only a reference can bring one
-        // in, and `reference` refuses those.
-        let (value, _) = attribute_value(raw)?;
         // Unique Att Spec (XML 1.0 §3.1), against what this tag has given so far.
         let twice = match kind {
             AttributeKind::DefaultNamespace => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),

@@ -24,101 +24,26 @@ pub(super) fn with_oracle<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Build an element (without children) from a start tag, pushing its namespace declarations
-/// onto `scope.local`.
+/// The old start tag: quick-xml splits and normalizes the attributes.
 pub(super) fn start_element(
     bs: &BytesStart<'_>,
     scope: &mut Scope<'_>,
     limits: &Limits,
 ) -> Result<Element, XmlError> {
-    let (prefix, local) = split_qname(bs.name().into_inner())?;
-    // Attributes go straight into the element's list; one with a namespace prefix (rare) is
-    // checked, and dropped, once every declaration of the tag is known.
-    let mut attrs: Vec<(Name, String)> = Vec::new();
-    let mut prefixed = false;
-    let declared = scope.local.len();
-    // Unique Att Spec (XML 1.0 §3.1) is checked here, against what this tag has given so far,
-    // rather than by quick-xml, whose check keeps a list of its own for every tag.
     let mut attributes = bs.attributes();
     attributes.with_checks(false);
-    for (count, attr) in attributes.enumerate() {
-        if count >= limits.max_attrs {
-            return Err(XmlError::PolicyViolation(format!("more than {} attributes", limits.max_attrs)));
-        }
+    let attrs = attributes.map(|attr| {
         let attr = attr.map_err(|e| nwf(e.to_string()))?;
-        let key = attr.key.as_ref();
-        let kind = attribute_kind(key)?;
-        // The stanza's raw bytes were checked for characters XML forbids; only a character
-        // reference can bring one in.
         let referenced = attr.value.contains('&');
-        // Borrowed where nothing needed normalizing; copied only into an attribute's value.
         let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| nwf(e.to_string()))?;
         if referenced {
             if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
                 return Err(nwf(format!("character U+{:04X} is not allowed in XML", u32::from(c))));
             }
         }
-        let twice = match kind {
-            AttributeKind::DefaultNamespace => scope.local[declared..].iter().any(|(p, _)| p.is_empty()),
-            AttributeKind::Namespace(p) => scope.local[declared..].iter().any(|(q, _)| *q == p),
-            AttributeKind::Plain | AttributeKind::Xml | AttributeKind::Foreign => {
-                attrs.iter().any(|(k, _)| *k == key)
-            }
-        };
-        if twice {
-            return Err(nwf(format!("attribute '{key}' given twice")));
-        }
-        match kind {
-            AttributeKind::DefaultNamespace => {
-                if value == XML_NS || value == XMLNS_NS {
-                    return Err(nwf(format!("{value} cannot be the default namespace")));
-                }
-                // Interned: every element in its scope then shares the URI without a copy.
-                scope.local.push((Name::default(), Name::interned(&value)));
-            }
-            AttributeKind::Namespace(p) => {
-                let reserved = p == "xmlns" || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
-                if reserved || value.is_empty() {
-                    return Err(nwf(format!("bad namespace declaration xmlns:{p}='{value}'")));
-                }
-                scope.local.push((Name::interned(p), Name::interned(&value)));
-            }
-            AttributeKind::Plain | AttributeKind::Xml => {
-                attrs.push((Name::interned(key), value.into_owned()))
-            }
-            AttributeKind::Foreign => {
-                prefixed = true;
-                attrs.push((Name::interned(key), value.into_owned()));
-            }
-        }
-    }
-    let ns = match scope.lookup(prefix) {
-        Some(uri) => uri.clone(),
-        None if prefix.is_empty() => Name::default(),
-        None => return Err(nwf(format!("unbound prefix '{prefix}'"))),
-    };
-    if ns == XML_NS {
-        return Err(nwf("elements cannot be in the XML namespace"));
-    }
-    if prefixed {
-        let mut unbound = None;
-        attrs.retain(|(key, _)| match key.split_once(':') {
-            None | Some(("xml", _)) => true,
-            Some((p, _)) => {
-                if scope.lookup(p).is_none() && unbound.is_none() {
-                    unbound = Some(p.to_owned());
-                }
-                // Attributes in other namespaces carry nothing XMPP core uses: dropped.
-                false
-            }
-        });
-        if let Some(p) = unbound {
-            return Err(nwf(format!("unbound prefix '{p}'")));
-        }
-    }
-    let mut element = Element::new(Name::interned(local), ns);
-    element.attrs = attrs;
-    Ok(element)
+        Ok((attr.key.into_inner(), value))
+    });
+    element_from_tag(bs.name().into_inner(), attrs, scope, limits)
 }
 
 /// Parse a complete root start tag into the header and what is kept of the root.
