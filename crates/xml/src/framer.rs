@@ -805,7 +805,10 @@ fn reference(s: &str) -> Result<(char, usize), XmlError> {
     };
     match c.filter(|&c| is_xml_char(c)) {
         Some(c) => Ok((c, end + 1)),
-        None => Err(nwf(format!("undefined or illegal reference &{body};"))),
+        None => {
+            let shown: String = body.chars().take(16).collect();
+            Err(nwf(format!("undefined or illegal reference &{shown};")))
+        }
     }
 }
 
