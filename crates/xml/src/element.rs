@@ -143,15 +143,18 @@ impl Element {
     }
 
     /// Append the text `f` writes, merged with a preceding text node like
-    /// [`Element::append_text`], without building it in a string of its own first.
+    /// [`Element::append_text`], without building it in a string of its own first. `size` is
+    /// what `f` is expected to write, reserved up front.
     pub(crate) fn append_text_with<E>(
         &mut self,
+        size: usize,
         f: impl FnOnce(&mut String) -> Result<(), E>,
     ) -> Result<(), E> {
         if let Some(Node::Text(t)) = self.children.last_mut() {
+            t.reserve(size);
             return f(t);
         }
-        let mut text = String::new();
+        let mut text = String::with_capacity(size);
         f(&mut text)?;
         if !text.is_empty() {
             self.children.push(Node::Text(text));

@@ -1060,7 +1060,7 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
             let Some((parent, _, _)) = stack.last_mut() else {
                 return Err(nwf("text outside the stanza"));
             };
-            parent.append_text_with(|out| push_text(out, text, true))?;
+            parent.append_text_with(text.len(), |out| push_text(out, text, true))?;
             at = end;
             continue;
         }
@@ -1096,7 +1096,7 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
                 let Some((parent, _, _)) = stack.last_mut() else {
                     return Err(nwf("CDATA outside the stanza"));
                 };
-                parent.append_text_with(|out| push_text(out, &s[from..end], false))?;
+                parent.append_text_with(end - from, |out| push_text(out, &s[from..end], false))?;
                 at = end + 3;
             }
             Some(b'?') => return Err(XmlError::RestrictedXml("processing instruction")),

@@ -125,6 +125,29 @@ impl ScramHash {
     }
 }
 
+/// The parts one after the other, in a string allocated once at its final size (`format!`
+/// guesses the size and grows the string as it writes).
+fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| s.push_str(p));
+    s
+}
+
+/// `n` in decimal, written into `buf`.
+fn itoa(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
 /// HMAC-SHA-1 keyed with `key` (any length: longer keys are hashed first, RFC 2104).
 fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
     // `new_from_slice` cannot fail for HMAC, which takes keys of any length; the fallback is
@@ -477,7 +500,7 @@ impl ScramServer {
             return Err(SaslFailure::MalformedRequest);
         }
         self.state = ServerState::GotFirst {
-            gs2_header: format!("{flag},{authz},"),
+            gs2_header: joined(&[flag, ",", authz, ","]),
             client_first_bare: bare.to_owned(),
             client_nonce: client_nonce.to_owned(),
         };
@@ -497,11 +520,17 @@ impl ScramServer {
         else {
             return Vec::new();
         };
-        let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&creds.salt), creds.iterations);
+        let nonce = joined(&[&client_nonce, &self.server_nonce]);
+        let mut server_first = String::with_capacity(nonce.len() + creds.salt.len() * 4 / 3 + 24);
+        server_first.push_str("r=");
+        server_first.push_str(&nonce);
+        server_first.push_str(",s=");
+        B64.encode_string(&creds.salt, &mut server_first);
+        server_first.push_str(",i=");
+        server_first.push_str(itoa(creds.iterations, &mut [0u8; 10]));
         self.state = ServerState::SentFirst {
             gs2_header,
-            auth_prefix: format!("{client_first_bare},{server_first}"),
+            auth_prefix: joined(&[&client_first_bare, ",", &server_first]),
             nonce,
             stored_key: creds.stored_key.clone(),
             server_key: creds.server_key.clone(),
@@ -543,14 +572,17 @@ impl ScramServer {
         if proof.len() != h.output_len() || stored_key.len() != h.output_len() {
             return Err(SaslFailure::NotAuthorized);
         }
-        let auth_message = format!("{auth_prefix},{without_proof}");
+        let auth_message = joined(&[&auth_prefix, ",", without_proof]);
         let client_signature = h.hmac(&stored_key, auth_message.as_bytes());
         let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
         if !constant_time_eq(&h.hash(&client_key), &stored_key) {
             return Err(SaslFailure::NotAuthorized);
         }
         let server_signature = h.hmac(&server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+        let mut server_final = String::with_capacity(2 + server_signature.len() * 4 / 3 + 4);
+        server_final.push_str("v=");
+        B64.encode_string(server_signature, &mut server_final);
+        Ok(server_final.into_bytes())
     }
 }
 
@@ -1174,6 +1206,13 @@ mod tests {
             "c=(biws|eSws|[A-Za-z0-9+/=]{0,8}),r=(clisrv|[!-~]{0,8})(,[a-z]=[a-z]{0,3})?,p=[A-Za-z0-9+/=,]{0,40}"
                 .prop_map(String::into_bytes),
         ]
+    }
+
+    #[test]
+    fn itoa_writes_decimal() {
+        for n in [0, 7, 10, 4096, 65_535, 1_000_000, u32::MAX] {
+            assert_eq!(itoa(n, &mut [0u8; 10]), n.to_string());
+        }
     }
 
     proptest! {
