@@ -19,7 +19,7 @@
 # `floor` is not a server: login_floor (benches/src/bin/login_floor.rs) answers the login storm
 # with the least work a server can do (the raw framing, the SCRAM arithmetic, canned replies), so
 # its CPU per login is what the kernel and the runtime cost per login on this machine, a floor
-# no server goes below. Only the login storm runs against it.
+# no server on the same runtime goes below. Only the login storm runs against it.
 #
 # Writes one JSON line per measurement to target/bench/results.jsonl and the table to
 # target/bench/table.md (copied into docs/benchmarks.md by hand with the run's context).

@@ -304,12 +304,12 @@ def basic_table(values):
     if "floor" in login_cpu and login_cpu["floor"]:
         print()
         print(f"The login floor costs {login_cpu['floor']:.4g} µs per login: no server doing this exchange on "
-              "this machine goes below it.")
+              "this machine and runtime goes below it.")
         if "starling" in login_cpu:
             print(f"Starling's own work per login, above the floor: {login_cpu['starling'] - login_cpu['floor']:.3g} µs.")
         for l in ("ejabberd", "prosody"):
             if l in login_cpu:
-                print(f"The most any server can be ahead of {l} on CPU per login here: "
+                print(f"The most a server on this runtime can be ahead of {l} on CPU per login here: "
                       f"{login_cpu[l] / login_cpu['floor']:.2f}×.")
 
 
