@@ -6,9 +6,11 @@
 //!
 //! - [`login`]: what the login storm reads off the server's raw replies (element, text,
 //!   attribute, whether the legacy session is required), so a storm's logins cost the generator
-//!   less than they cost the server.
+//!   less than they cost the server; and [`login::RawConn`], a TCP stream read through the raw
+//!   framer, which both ends of a measured login use.
 //!
-//! The load generator itself is `src/bin/loadgen.rs`.
+//! The load generator itself is `src/bin/loadgen.rs`; `src/bin/login_floor.rs` is the least a
+//! server can do for its login storm (the floor under every server's CPU per login).
 
 #![deny(missing_docs)]
 

@@ -322,7 +322,6 @@ fn remember_salt(cache: &SaltCache, user: &str, sc: &ScramClient) {
     }
 }
 
-/// A plain-TCP connection whose replies are framed raw ([`RawFramer`]): the login storm's.
 /// [`login`] for the login storm on plain TCP, reading the replies raw (see
 /// `starling_bench::login`): the same exchange as a client's (stream, SASL with the mutual
 /// authentication checked, restart, bind, the legacy session only where required) at a
