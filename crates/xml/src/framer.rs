@@ -814,15 +814,12 @@ fn reference(s: &str) -> Result<(char, usize), XmlError> {
 
 /// An attribute value normalized as XML 1.0 §3.3.3 says for CDATA attributes: references
 /// resolved, and each literal tab, line feed, carriage return or CR LF pair one space (a
-/// referenced one is kept). Borrowed when there is nothing to do. The bool tells whether a
-/// reference was resolved (only a reference can bring in a character the raw bytes were
-/// checked against).
-fn attribute_value(raw: &str) -> Result<(Cow<'_, str>, bool), XmlError> {
+/// referenced one is kept). Borrowed when there is nothing to do.
+fn attribute_value(raw: &str) -> Result<Cow<'_, str>, XmlError> {
     if !raw.bytes().any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r')) {
-        return Ok((Cow::Borrowed(raw), false));
+        return Ok(Cow::Borrowed(raw));
     }
     let mut out = String::with_capacity(raw.len());
-    let mut referenced = false;
     let mut rest = raw;
     while let Some(i) = find_byte(rest, |c| matches!(c, b'&' | b'\t' | b'\n' | b'\r')) {
         out.push_str(&rest[..i]);
@@ -831,7 +828,6 @@ fn attribute_value(raw: &str) -> Result<(Cow<'_, str>, bool), XmlError> {
             b'&' => {
                 let (c, used) = reference(&tail[1..])?;
                 out.push(c);
-                referenced = true;
                 &tail[1 + used..]
             }
             b'\r' if tail.as_bytes().get(1) == Some(&b'\n') => {
@@ -845,7 +841,7 @@ fn attribute_value(raw: &str) -> Result<(Cow<'_, str>, bool), XmlError> {
         };
     }
     out.push_str(rest);
-    Ok((Cow::Owned(out), referenced))
+    Ok(Cow::Owned(out))
 }
 
 /// Character data as XML 1.0 delivers it: references resolved, and line ends normalized
@@ -883,7 +879,7 @@ fn start_element(
     // The raw bytes were checked for characters XML forbids; only a reference can bring one in,
     // and `reference` refuses those.
     let attrs =
-        Attributes { rest: attributes }.map(|a| a.and_then(|(key, raw)| Ok((key, attribute_value(raw)?.0))));
+        Attributes { rest: attributes }.map(|a| a.and_then(|(key, raw)| Ok((key, attribute_value(raw)?))));
     element_from_tag(qname, attrs, scope, limits)
 }
 
