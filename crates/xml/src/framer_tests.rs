@@ -308,6 +308,31 @@ fn attribute_and_line_end_normalization() {
 }
 
 #[test]
+fn attribute_syntax() {
+    // Whitespace around '=', both quote styles, the other quote inside, '>' inside a value, a CR
+    // LF pair as one space.
+    let m = one("<message a = \"it's\"\tb\n=\n'say \"hi\"' c='a>b' d='x\r\ny'/>");
+    assert_eq!(m.attr("a"), Some("it's"));
+    assert_eq!(m.attr("b"), Some("say \"hi\""));
+    assert_eq!(m.attr("c"), Some("a>b"));
+    assert_eq!(m.attr("d"), Some("x y"));
+    for bad in [
+        "<message a/>",
+        "<message a='1' b/>",
+        "<message a=1/>",
+        "<message ='1'/>",
+        "<message a='1'b='2'/>",
+        "<message a='&bogus;'/>",
+        "<message a='&#0;'/>",
+        "<message a='&#+65;'/>",
+        "<message a='&amp'/>",
+        "<message a / >",
+    ] {
+        assert!(matches!(err(bad), XmlError::NotWellFormed(_)), "{bad}");
+    }
+}
+
+#[test]
 fn cdata_is_text_and_merges() {
     let m = one("<message><body>a <![CDATA[<not> & markup]]]]> b<![CDATA[]]>&amp;</body></message>");
     let body = m.get_child("body", "jabber:client").unwrap();
