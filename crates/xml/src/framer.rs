@@ -1072,10 +1072,8 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
                 }
                 scope.local.truncate(mark);
                 at = end + 1;
-                match stack.last_mut() {
-                    Some((parent, _, _)) => parent.append_child(element),
-                    None if at == b.len() => return Ok(element),
-                    None => return Err(nwf("malformed stanza")),
+                if let Some(done) = finished(&mut stack, element, at == b.len()) {
+                    return done;
                 }
             }
             Some(b'!') => {
@@ -1114,13 +1112,28 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
                     continue;
                 }
                 scope.local.truncate(mark);
-                match stack.last_mut() {
-                    Some((parent, _, _)) => parent.append_child(element),
-                    None if at == b.len() => return Ok(element),
-                    None => return Err(nwf("malformed stanza")),
+                if let Some(done) = finished(&mut stack, element, at == b.len()) {
+                    return done;
                 }
             }
         }
+    }
+}
+
+/// A complete element goes into its parent, if it has one. Otherwise it is the stanza, which
+/// must end where the slice does (`at_end`): the parse is over, and this says how.
+fn finished(
+    stack: &mut [(Element, &str, usize)],
+    element: Element,
+    at_end: bool,
+) -> Option<Result<Element, XmlError>> {
+    match stack.last_mut() {
+        Some((parent, _, _)) => {
+            parent.append_child(element);
+            None
+        }
+        None if at_end => Some(Ok(element)),
+        None => Some(Err(nwf("malformed stanza"))),
     }
 }
 
