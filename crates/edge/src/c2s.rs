@@ -183,7 +183,7 @@ pub async fn run<H: SessionHost>(edge: Arc<Edge<H>>, tcp: TcpStream, peer: Socke
         last_received: Instant::now(),
         write_stalled: false,
     };
-    let mut open = ConnectionGauge::new(if direct_tls { "c2s_direct_tls" } else { "c2s" }, client.tls);
+    let mut open = crate::counters::ConnectionGauge::new(direct_tls, client.tls);
     loop {
         let step = if matches!(client.phase, Phase::Bound { .. }) {
             client.drive::<Session>(&mut conn).await
@@ -266,6 +266,12 @@ impl<H: SessionHost> Client<H> {
     /// the resource is bound; `M` handles the events (see [`Handling`]).
     async fn drive<M: Handling<H>>(&mut self, conn: &mut Conn) -> Step {
         let mut shutdown = self.edge.shutdown_signal();
+        // Both waits live as long as this loop, not one read: each made afresh cost a timer
+        // registration and a waiter registration (and their removal) on every read.
+        let mut shutdown = std::pin::pin!(shutdown.changed());
+        // The timer is lazy: it stays at the deadline it was set to while reads push the idle
+        // deadline back, and when it fires early it is set again to the deadline of then.
+        let mut timer = std::pin::pin!(sleep_until(self.deadline()));
         loop {
             loop {
                 match self.parser.next_event() {
@@ -286,12 +292,6 @@ impl<H: SessionHost> Client<H> {
                     }
                 }
             }
-            // Only bytes from the client push the idle deadline back: a session that is only
-            // written to (a flood of messages, presence noise) still idles out.
-            let deadline = match self.phase {
-                Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
-                _ => self.handshake_deadline,
-            };
             let idle = self.parser.buffered_len() == 0;
             if idle && matches!(conn, Conn::Plain(_)) && matches!(self.phase, Phase::Bound { .. }) {
                 // Idle memory: a bound session with nothing half-read holds no buffer while it
@@ -318,15 +318,31 @@ impl<H: SessionHost> Client<H> {
                         return step;
                     }
                 }
-                _ = sleep_until(deadline) => {
+                _ = &mut timer => {
+                    let deadline = self.deadline();
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     self.stream_error(conn, StreamError::ConnectionTimeout).await;
                     return Step::Close;
                 }
-                _ = shutdown.changed() => {
+                _ = &mut shutdown => {
                     self.stream_error(conn, StreamError::SystemShutdown).await;
                     return Step::Close;
                 }
             }
+        }
+    }
+
+    /// When the stream times out if nothing more arrives: the handshake deadline until the
+    /// resource is bound, then the idle timeout after the last received byte. Only bytes from
+    /// the client push it back: a session that is only written to (a flood of messages,
+    /// presence noise) still idles out. Within one phase it only ever moves later.
+    fn deadline(&self) -> Instant {
+        match self.phase {
+            Phase::Bound { .. } => self.last_received + self.edge.cfg.idle_timeout,
+            _ => self.handshake_deadline,
         }
     }
 
@@ -840,17 +856,20 @@ impl<H: SessionHost> Client<H> {
     /// Authenticated, not yet bound: only resource binding is accepted (RFC 6120 §7.1).
     async fn on_pre_bind(&mut self, conn: &mut Conn, iq: Element) -> Option<Step> {
         let Phase::Authenticated(account) = &self.phase else { return None };
-        let account = account.clone();
-        let bind = iq.get_child("bind", ns::BIND).cloned();
-        let (true, Some(bind)) = (iq.is("iq", ns::CLIENT) && iq.attr("type") == Some("set"), bind) else {
+        let bind = iq
+            .get_child("bind", ns::BIND)
+            .filter(|_| iq.is("iq", ns::CLIENT) && iq.attr("type") == Some("set"));
+        let full = bind.map(|bind| {
+            let requested =
+                bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
+            format!("{account}/{}", requested.unwrap_or_else(random_id))
+        });
+        let Some(full) = full else {
             self.stream_error(conn, StreamError::NotAuthorized).await;
             return Some(Step::Close);
         };
-        let requested =
-            bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
-        let resource = requested.unwrap_or_else(random_id);
         // RFC 6120 §7.7.2.1: a resource that fails Resourceprep is a bad request.
-        let Ok(jid) = FullJid::new(&format!("{account}/{resource}")) else {
+        let Ok(jid) = FullJid::new(&full) else {
             return self
                 .send(conn, &counted_error_reply(&iq, StanzaError::BadRequest, &self.domain.clone()))
                 .await;
@@ -992,38 +1011,6 @@ async fn recv(rx: &mut Option<QueueReceiver>) -> Option<ToClient> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Counts a connection in `starling_connections` while it lives.
-struct ConnectionGauge {
-    /// The listener label.
-    listener: &'static str,
-    /// The TLS label it was counted under.
-    tls: &'static str,
-}
-
-impl ConnectionGauge {
-    fn new(listener: &'static str, tls: bool) -> ConnectionGauge {
-        let tls = if tls { "true" } else { "false" };
-        metrics().connections.with_label_values(&[listener, tls]).inc();
-        metrics().connections_accepted.with_label_values(&[listener]).inc();
-        ConnectionGauge { listener, tls }
-    }
-}
-
-impl ConnectionGauge {
-    /// The connection switched to TLS (STARTTLS).
-    fn encrypted(&mut self) {
-        metrics().connections.with_label_values(&[self.listener, self.tls]).dec();
-        self.tls = "true";
-        metrics().connections.with_label_values(&[self.listener, self.tls]).inc();
-    }
-}
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        metrics().connections.with_label_values(&[self.listener, self.tls]).dec();
     }
 }
 

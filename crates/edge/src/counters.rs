@@ -1,7 +1,8 @@
-//! Per-kind stanza counters with their label children looked up once, so counting a stanza on
-//! the hot path is one atomic add (`with_label_values` hashes the labels on every call).
+//! Per-kind stanza counters and per-listener connection counters with their label children
+//! looked up once, so counting a stanza or a connection is one atomic add (`with_label_values`
+//! hashes the labels and takes a lock on every call).
 
-use starling_telemetry::{metrics, IntCounter};
+use starling_telemetry::{metrics, IntCounter, IntGauge};
 use starling_xmpp::stanza::StanzaKind;
 use std::sync::LazyLock;
 
@@ -29,5 +30,51 @@ pub(crate) fn stanza_in(kind: StanzaKind) {
 pub(crate) fn stanza_out(kind: Option<StanzaKind>) {
     if let Some(k) = kind {
         OUT[index(k)].inc();
+    }
+}
+
+/// A client listener's children of `starling_connections` (plain, then TLS) and of
+/// `starling_connections_accepted_total`.
+struct ListenerCounters {
+    open: [IntGauge; 2],
+    accepted: IntCounter,
+}
+
+/// The plain (`c2s`) listener's counters, then the direct TLS (`c2s_direct_tls`) one's.
+static LISTENERS: LazyLock<[ListenerCounters; 2]> = LazyLock::new(|| {
+    ["c2s", "c2s_direct_tls"].map(|listener| ListenerCounters {
+        open: ["false", "true"].map(|tls| metrics().connections.with_label_values(&[listener, tls])),
+        accepted: metrics().connections_accepted.with_label_values(&[listener]),
+    })
+});
+
+/// Counts a client connection in `starling_connections` while it lives.
+pub(crate) struct ConnectionGauge {
+    listener: &'static ListenerCounters,
+    /// The gauge it is counted in now.
+    open: &'static IntGauge,
+}
+
+impl ConnectionGauge {
+    /// A connection accepted on the direct TLS listener or the plain one, encrypted or not.
+    pub(crate) fn new(direct_tls: bool, tls: bool) -> ConnectionGauge {
+        let listener = &LISTENERS[usize::from(direct_tls)];
+        listener.accepted.inc();
+        let open = &listener.open[usize::from(tls)];
+        open.inc();
+        ConnectionGauge { listener, open }
+    }
+
+    /// The connection switched to TLS (STARTTLS).
+    pub(crate) fn encrypted(&mut self) {
+        self.open.dec();
+        self.open = &self.listener.open[1];
+        self.open.inc();
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }

@@ -68,15 +68,32 @@ pub async fn write_all_within<W: AsyncWrite + Unpin>(
     mut buf: &[u8],
     limit: Duration,
 ) -> std::io::Result<()> {
-    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "write made no progress");
     while !buf.is_empty() {
-        let n = tokio::time::timeout(limit, w.write(buf)).await.map_err(|_| stalled())??;
+        let n = within(limit, w.write(buf)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         buf = &buf[n..];
     }
-    tokio::time::timeout(limit, w.flush()).await.map_err(|_| stalled())?
+    within(limit, w.flush()).await
+}
+
+/// Run `io`, failing with [`std::io::ErrorKind::TimedOut`] if it is still waiting after
+/// `limit`. What finishes when first polled (nearly every write: the socket buffer has room)
+/// sets no timer and reads no clock.
+async fn within<T>(limit: Duration, io: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    let mut io = std::pin::pin!(io);
+    if let Poll::Ready(r) = poll_once(io.as_mut()).await {
+        return r;
+    }
+    tokio::time::timeout(limit, io)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write made no progress"))?
+}
+
+/// Poll `f` once, from inside an async function: `Ready` with its output if it finished.
+pub(crate) async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
 /// Shut the write side down (TLS close_notify included), giving up after `limit`.
@@ -175,10 +192,7 @@ pub async fn read_into(conn: &mut Conn, buf: &mut bytes::BytesMut) -> std::io::R
         Conn::Plain(tcp) if buf.capacity() == 0 => loop {
             tcp.readable().await?;
             buf.reserve(READ_CHUNK);
-            let attempt = {
-                let mut read = std::pin::pin!(tcp.read_buf(buf));
-                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-            };
+            let attempt = poll_once(std::pin::pin!(tcp.read_buf(buf))).await;
             match attempt {
                 Poll::Ready(r) => return r,
                 // The readiness was stale: wait again holding nothing, as before.
@@ -205,7 +219,7 @@ mod tests {
         {
             let reading = read_into(&mut conn, &mut buf);
             tokio::pin!(reading);
-            assert!(futures_poll_once(reading.as_mut()).await.is_none(), "nothing sent yet");
+            assert!(poll_once(reading.as_mut()).await.is_pending(), "nothing sent yet");
             peer.write_all(b"<presence/>").await.unwrap();
             assert_eq!(reading.await.unwrap(), 11);
         }
@@ -216,21 +230,11 @@ mod tests {
         {
             let reading = read_into(&mut conn, &mut idle);
             tokio::pin!(reading);
-            assert!(futures_poll_once(reading.as_mut()).await.is_none(), "nothing more sent");
+            assert!(poll_once(reading.as_mut()).await.is_pending(), "nothing more sent");
         }
         assert_eq!(idle.capacity(), 0, "a connection waiting for bytes holds no read buffer");
         drop(peer);
         assert_eq!(read_into(&mut conn, &mut bytes::BytesMut::new()).await.unwrap(), 0, "end of stream");
-    }
-
-    /// Poll `f` once: `Some` if it finished.
-    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
-        let mut f = f;
-        std::future::poll_fn(|cx| match Pin::new(&mut f).poll(cx) {
-            Poll::Ready(v) => Poll::Ready(Some(v)),
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await
     }
 
     #[tokio::test]

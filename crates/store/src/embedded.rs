@@ -8,10 +8,11 @@
 
 use crate::codec::{decode_credentials, encode_credentials};
 use crate::{AccountStore, Backend, DocumentStore, OfflineStore, RosterStore, StoreError, StoreResult};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use starling_xmpp::roster::RosterItem;
 use starling_xmpp::sasl::ScramCredentials;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
@@ -24,6 +25,49 @@ const DOCUMENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("do
 pub struct EmbeddedStore {
     /// The database; redb serializes writers and lets readers run concurrently.
     db: Database,
+    /// The read snapshot readers share until the next write commits (see [`Snapshot`]).
+    snapshot: Mutex<Cached>,
+}
+
+/// The shared read snapshot and the count of commits it was taken after.
+#[derive(Default)]
+struct Cached {
+    /// Commits made through this store so far.
+    commits: u64,
+    /// A snapshot taken when `commits` was current, if a reader has asked for one since.
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+/// One read transaction and the tables opened on it, shared by every reader until a write
+/// commits. Beginning a transaction and opening a table by name cost more than the lookup a
+/// login makes (two dozen allocations and ~9k instructions for the credentials and the
+/// roster), and this process is the database's only writer, so it knows when a snapshot goes
+/// stale: every commit drops it, and the next reader takes a fresh one. A reader that took the
+/// snapshot just before a commit reads as if it had run just before it, as a read transaction
+/// begun then would have.
+struct Snapshot {
+    tx: ReadTransaction,
+    accounts: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    roster: OnceLock<ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>,
+    roster_ver: OnceLock<ReadOnlyTable<&'static str, u64>>,
+    offline: OnceLock<ReadOnlyTable<(&'static str, u64), &'static [u8]>>,
+    documents: OnceLock<ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>,
+}
+
+impl Snapshot {
+    /// The table in `slot`, opened on this snapshot's transaction the first time it is asked for.
+    fn table<'s, K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        slot: &'s OnceLock<ReadOnlyTable<K, V>>,
+        definition: TableDefinition<K, V>,
+    ) -> StoreResult<&'s ReadOnlyTable<K, V>> {
+        if let Some(table) = slot.get() {
+            return Ok(table);
+        }
+        let table = self.tx.open_table(definition).map_err(backend)?;
+        // Two readers may race to open it; either table serves.
+        Ok(slot.get_or_init(|| table))
+    }
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
@@ -44,7 +88,41 @@ impl EmbeddedStore {
             tx.open_table(DOCUMENTS).map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
-        Ok(EmbeddedStore { db })
+        Ok(EmbeddedStore { db, snapshot: Mutex::new(Cached::default()) })
+    }
+
+    /// Commit a write and drop the shared read snapshot, which no longer shows the database.
+    fn commit(&self, tx: redb::WriteTransaction) -> StoreResult<()> {
+        tx.commit().map_err(backend)?;
+        let mut cached = self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cached.commits += 1;
+        cached.snapshot = None;
+        Ok(())
+    }
+
+    /// The current read snapshot: the shared one, or a new one (shared from then on unless a
+    /// write committed while it was being taken).
+    fn snapshot(&self) -> StoreResult<Arc<Snapshot>> {
+        let commits = {
+            let cached = self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(snapshot) = &cached.snapshot {
+                return Ok(Arc::clone(snapshot));
+            }
+            cached.commits
+        };
+        let snapshot = Arc::new(Snapshot {
+            tx: self.db.begin_read().map_err(backend)?,
+            accounts: OnceLock::new(),
+            roster: OnceLock::new(),
+            roster_ver: OnceLock::new(),
+            offline: OnceLock::new(),
+            documents: OnceLock::new(),
+        });
+        let mut cached = self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cached.commits == commits {
+            cached.snapshot = Some(Arc::clone(&snapshot));
+        }
+        Ok(snapshot)
     }
 
     fn bump_roster_ver(tx: &redb::WriteTransaction, user: &str) -> StoreResult<u64> {
@@ -55,7 +133,7 @@ impl EmbeddedStore {
     }
 }
 
-/// Reads take a redb read transaction: no writer blocks it, and the pages come from the
+/// Reads use the shared read snapshot: no writer blocks it, and the pages come from the
 /// database's cache or the OS page cache (one `pread` of a page on a miss).
 impl Backend for EmbeddedStore {
     fn local_reads(&self) -> bool {
@@ -74,7 +152,7 @@ impl AccountStore for EmbeddedStore {
             }
             t.insert(user, bytes.as_slice()).map_err(backend)?;
         }
-        tx.commit().map_err(backend)
+        self.commit(tx)
     }
 
     fn set_credentials(&self, user: &str, creds: Vec<ScramCredentials>) -> StoreResult<()> {
@@ -87,12 +165,12 @@ impl AccountStore for EmbeddedStore {
             }
             t.insert(user, bytes.as_slice()).map_err(backend)?;
         }
-        tx.commit().map_err(backend)
+        self.commit(tx)
     }
 
     fn credentials(&self, user: &str) -> StoreResult<Option<Vec<ScramCredentials>>> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = tx.open_table(ACCOUNTS).map_err(backend)?;
+        let snapshot = self.snapshot()?;
+        let t = snapshot.table(&snapshot.accounts, ACCOUNTS)?;
         match t.get(user).map_err(backend)? {
             None => Ok(None),
             Some(v) => decode_credentials(v.value()).map(Some).map_err(backend),
@@ -113,7 +191,7 @@ impl AccountStore for EmbeddedStore {
             let mut docs = tx.open_table(DOCUMENTS).map_err(backend)?;
             docs.retain_in((user, "")..=(user, "\u{10FFFF}"), |_, _| false).map_err(backend)?;
         }
-        tx.commit().map_err(backend)?;
+        self.commit(tx)?;
         Ok(existed)
     }
 
@@ -131,9 +209,10 @@ impl AccountStore for EmbeddedStore {
 
 impl RosterStore for EmbeddedStore {
     fn roster(&self, user: &str) -> StoreResult<(u64, Vec<RosterItem>)> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let ver = tx.open_table(ROSTER_VER).map_err(backend)?.get(user).map_err(backend)?.map(|v| v.value());
-        let t = tx.open_table(ROSTER).map_err(backend)?;
+        let snapshot = self.snapshot()?;
+        let ver =
+            snapshot.table(&snapshot.roster_ver, ROSTER_VER)?.get(user).map_err(backend)?.map(|v| v.value());
+        let t = snapshot.table(&snapshot.roster, ROSTER)?;
         let mut items = Vec::new();
         for row in t.range((user, "")..=(user, "\u{10FFFF}")).map_err(backend)? {
             let (_, v) = row.map_err(backend)?;
@@ -143,8 +222,8 @@ impl RosterStore for EmbeddedStore {
     }
 
     fn roster_item(&self, user: &str, contact: &str) -> StoreResult<Option<RosterItem>> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = tx.open_table(ROSTER).map_err(backend)?;
+        let snapshot = self.snapshot()?;
+        let t = snapshot.table(&snapshot.roster, ROSTER)?;
         match t.get((user, contact)).map_err(backend)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(backend),
@@ -159,7 +238,7 @@ impl RosterStore for EmbeddedStore {
             t.insert((user, item.jid.as_str()), bytes.as_slice()).map_err(backend)?;
         }
         let ver = Self::bump_roster_ver(&tx, user)?;
-        tx.commit().map_err(backend)?;
+        self.commit(tx)?;
         Ok(ver)
     }
 
@@ -171,7 +250,7 @@ impl RosterStore for EmbeddedStore {
             return Ok(None);
         }
         let ver = Self::bump_roster_ver(&tx, user)?;
-        tx.commit().map_err(backend)?;
+        self.commit(tx)?;
         Ok(Some(ver))
     }
 }
@@ -190,7 +269,7 @@ impl OfflineStore for EmbeddedStore {
             seqs.insert(user, seq + 1).map_err(backend)?;
             t.insert((user, seq), stanza).map_err(backend)?;
         }
-        tx.commit().map_err(backend)?;
+        self.commit(tx)?;
         Ok(true)
     }
 
@@ -208,21 +287,21 @@ impl OfflineStore for EmbeddedStore {
             }
             t.retain_in((user, 0)..=(user, u64::MAX), |_, _| false).map_err(backend)?;
         }
-        tx.commit().map_err(backend)?;
+        self.commit(tx)?;
         Ok(out)
     }
 
     fn count_offline(&self, user: &str) -> StoreResult<usize> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = tx.open_table(OFFLINE).map_err(backend)?;
+        let snapshot = self.snapshot()?;
+        let t = snapshot.table(&snapshot.offline, OFFLINE)?;
         Ok(t.range((user, 0)..=(user, u64::MAX)).map_err(backend)?.count())
     }
 }
 
 impl DocumentStore for EmbeddedStore {
     fn document(&self, user: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = tx.open_table(DOCUMENTS).map_err(backend)?;
+        let snapshot = self.snapshot()?;
+        let t = snapshot.table(&snapshot.documents, DOCUMENTS)?;
         Ok(t.get((user, key)).map_err(backend)?.map(|v| v.value().to_vec()))
     }
 
@@ -239,7 +318,7 @@ impl DocumentStore for EmbeddedStore {
                 }
             }
         }
-        tx.commit().map_err(backend)
+        self.commit(tx)
     }
 }
 
@@ -316,6 +395,38 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(s.remove_roster_item("a@d", "b@d").unwrap(), Some(v2 + 1));
         assert_eq!(s.remove_roster_item("a@d", "b@d").unwrap(), None);
+    }
+
+    #[test]
+    fn every_write_is_seen_by_the_next_read_though_readers_share_a_snapshot() {
+        let (_d, s) = open();
+        let old = ScramCredentials::derive(ScramHash::Sha1, "old", b"salt", 4096).unwrap();
+        let new = ScramCredentials::derive(ScramHash::Sha1, "new", b"salt", 4096).unwrap();
+        s.create_account("a@d", vec![old.clone()]).unwrap();
+        // Reads in a row share one snapshot...
+        assert_eq!(s.credentials("a@d").unwrap(), Some(vec![old.clone()]));
+        assert_eq!(s.roster("a@d").unwrap(), (0, vec![]));
+        let shared = s.snapshot().unwrap();
+        assert!(Arc::ptr_eq(&shared, &s.snapshot().unwrap()));
+        // ...and each kind of write replaces it.
+        s.set_credentials("a@d", vec![new.clone()]).unwrap();
+        assert!(!Arc::ptr_eq(&shared, &s.snapshot().unwrap()));
+        assert_eq!(s.credentials("a@d").unwrap(), Some(vec![new]));
+        let item = RosterItem::new(&BareJid::new("b@d").unwrap());
+        let ver = s.put_roster_item("a@d", &item).unwrap();
+        assert_eq!(s.roster("a@d").unwrap(), (ver, vec![item.clone()]));
+        assert_eq!(s.roster_item("a@d", "b@d").unwrap(), Some(item));
+        assert_eq!(s.remove_roster_item("a@d", "b@d").unwrap(), Some(ver + 1));
+        assert_eq!(s.roster("a@d").unwrap(), (ver + 1, vec![]));
+        assert_eq!(s.count_offline("a@d").unwrap(), 0);
+        s.push_offline("a@d", b"<message/>", 10).unwrap();
+        assert_eq!(s.count_offline("a@d").unwrap(), 1);
+        s.take_offline("a@d").unwrap();
+        assert_eq!(s.count_offline("a@d").unwrap(), 0);
+        assert!(s.remove_account("a@d").unwrap());
+        assert_eq!(s.credentials("a@d").unwrap(), None);
+        // A snapshot still held by a reader keeps reading what it saw.
+        assert!(shared.table(&shared.accounts, ACCOUNTS).unwrap().get("a@d").unwrap().is_some());
     }
 
     #[test]

@@ -118,8 +118,6 @@ enum Lex {
         end: bool,
         /// The quote character of the attribute value we are in, or 0.
         quote: u8,
-        /// Whether the last non-whitespace character was `/` (an empty-element tag).
-        slash: bool,
         /// Whether an attribute value closed just before `pos`, so whitespace, `/` or `>` must
         /// follow.
         after_value: bool,
@@ -178,6 +176,72 @@ pub struct StreamParser {
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Bytes that matter to the lexer inside a tag outside attribute values.
+const TAG_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'\'' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table
+};
+
+/// How far [`lex_tag`] got.
+enum TagScan {
+    /// The buffer ended inside the tag: where, and the state to resume in.
+    Partial { at: usize, quote: u8, after_value: bool },
+    /// The tag's `>` is at `at`.
+    Closed { at: usize },
+}
+
+/// Lex a tag from `at` (inside it, in attribute value `quote` or none, `after_value` if a value
+/// just closed) to its `>` or the end of `buf`, refusing `<` anywhere in it and a value not
+/// followed by whitespace, `/` or `>`.
+fn lex_tag(buf: &[u8], mut at: usize, quote: u8, mut after_value: bool) -> Result<TagScan, XmlError> {
+    if quote != 0 {
+        match value_end(buf, at, quote)? {
+            Some(next) => {
+                at = next;
+                after_value = true;
+            }
+            None => return Ok(TagScan::Partial { at: buf.len(), quote, after_value: false }),
+        }
+    }
+    loop {
+        let Some(&c) = buf.get(at) else {
+            return Ok(TagScan::Partial { at, quote: 0, after_value });
+        };
+        if after_value && !(is_ws(c) || c == b'/' || c == b'>') {
+            return Err(nwf("missing whitespace between attributes"));
+        }
+        let Some(i) = buf[at..].iter().position(|&c| TAG_SPECIAL[usize::from(c)]) else {
+            return Ok(TagScan::Partial { at: buf.len(), quote: 0, after_value: false });
+        };
+        at += i;
+        match buf[at] {
+            b'>' => return Ok(TagScan::Closed { at }),
+            b'<' => return Err(nwf("'<' inside a tag")),
+            quote => match value_end(buf, at + 1, quote)? {
+                Some(next) => {
+                    at = next;
+                    after_value = true;
+                }
+                None => return Ok(TagScan::Partial { at: buf.len(), quote, after_value: false }),
+            },
+        }
+    }
+}
+
+/// Just past the `quote` closing the attribute value that runs from `at`, or `None` if `buf`
+/// ends first; `<` in the value is refused.
+fn value_end(buf: &[u8], at: usize, quote: u8) -> Result<Option<usize>, XmlError> {
+    match memchr::memchr2(quote, b'<', buf.get(at..).unwrap_or_default()) {
+        Some(i) if buf[at + i] == b'<' => Err(nwf("'<' in an attribute value")),
+        Some(i) => Ok(Some(at + i + 1)),
+        None => Ok(None),
+    }
 }
 
 impl StreamParser {
@@ -322,15 +386,13 @@ impl StreamParser {
             let end = len.min(cap);
             let b = self.buf[self.pos];
             match self.lex {
-                Lex::Text if self.depth >= 2 => {
-                    match self.buf[self.pos..end].iter().position(|&c| c == b'<') {
-                        Some(i) => {
-                            self.pos += i;
-                            self.open_markup();
-                        }
-                        None => self.pos = end,
+                Lex::Text if self.depth >= 2 => match memchr::memchr(b'<', &self.buf[self.pos..end]) {
+                    Some(i) => {
+                        self.pos += i;
+                        self.open_markup();
                     }
-                }
+                    None => self.pos = end,
+                },
                 Lex::Text => {
                     if b == b'<' {
                         if self.closed {
@@ -351,11 +413,11 @@ impl StreamParser {
                 Lex::Open => {
                     self.pos += 1;
                     self.lex = match b {
-                        b'/' => Lex::Tag { end: true, quote: 0, slash: false, after_value: false },
+                        b'/' => Lex::Tag { end: true, quote: 0, after_value: false },
                         b'!' => Lex::Bang(0),
                         b'?' if self.depth == 0 && self.decl_allowed => Lex::Pi(0),
                         b'?' => return Err(XmlError::RestrictedXml("processing instruction")),
-                        _ => Lex::Tag { end: false, quote: 0, slash: false, after_value: false },
+                        _ => Lex::Tag { end: false, quote: 0, after_value: false },
                     };
                 }
                 Lex::Bang(got) => {
@@ -406,59 +468,45 @@ impl StreamParser {
                     self.pos += 1;
                 }
                 Lex::Decl(question) => {
-                    self.pos += 1;
-                    if b == b'>' && question {
+                    // Up to the next `>`: it ends the declaration if a `?` comes just before.
+                    let Some(i) = memchr::memchr(b'>', &self.buf[self.pos..end]) else {
+                        self.lex = Lex::Decl(self.buf[end - 1] == b'?');
+                        self.pos = end;
+                        continue;
+                    };
+                    let gt = self.pos + i;
+                    let before = if i == 0 { question } else { self.buf[gt - 1] == b'?' };
+                    self.pos = gt + 1;
+                    if before {
                         self.lex = Lex::Text;
                         let start = self.start.unwrap_or(self.tag_start);
                         check_decl(&self.buf[start..self.pos])?;
                         self.decl_allowed = false;
                         self.consume(self.pos);
                     } else {
-                        self.lex = Lex::Decl(b == b'?');
+                        self.lex = Lex::Decl(false);
                     }
                 }
-                Lex::Tag { end: end_tag, quote, slash, after_value } => {
-                    if quote != 0 {
-                        match self.buf[self.pos..end].iter().position(|&c| c == quote || c == b'<') {
-                            Some(i) => {
-                                self.pos += i;
-                                if self.buf[self.pos] == b'<' {
-                                    return Err(nwf("'<' in an attribute value"));
-                                }
-                                self.pos += 1;
-                                self.lex =
-                                    Lex::Tag { end: end_tag, quote: 0, slash: false, after_value: true };
-                            }
-                            None => self.pos = end,
+                Lex::Tag { end: end_tag, quote, after_value } => {
+                    // The whole tag as far as the buffer goes, in this one turn: the lexer only
+                    // needs its quotes (to skip values), a stray `<`, and its `>`.
+                    match lex_tag(&self.buf[..end], self.pos, quote, after_value)? {
+                        TagScan::Partial { at, quote, after_value } => {
+                            self.pos = at;
+                            self.lex = Lex::Tag { end: end_tag, quote, after_value };
                         }
-                        continue;
-                    }
-                    if after_value && !(is_ws(b) || b == b'/' || b == b'>') {
-                        return Err(nwf("missing whitespace between attributes"));
-                    }
-                    let tag = |quote, slash| Lex::Tag { end: end_tag, quote, slash, after_value: false };
-                    let special = |c: u8| matches!(c, b'"' | b'\'' | b'>' | b'/' | b'<') || is_ws(c);
-                    if !special(b) {
-                        // A run of name characters (or `=`): nothing in it changes the state but
-                        // the last, so skip it in one search rather than a turn per byte.
-                        let run = self.buf[self.pos..end].iter().position(|&c| special(c));
-                        self.pos = run.map_or(end, |i| self.pos + i);
-                        self.lex = tag(0, false);
-                        continue;
-                    }
-                    self.pos += 1;
-                    match b {
-                        b'"' | b'\'' => self.lex = tag(b, false),
-                        b'>' => {
+                        TagScan::Closed { at } => {
+                            self.pos = at + 1;
                             self.lex = Lex::Text;
-                            if let Some(ev) = self.tag_complete(end_tag, slash)? {
+                            // An empty-element tag ends in `/>`; whitespace may not come between,
+                            // but a `/` before whitespace is taken as meant for it, so the parse
+                            // stage refuses the tag at once instead of waiting for an end tag.
+                            let inside = &self.buf[self.tag_start + 1..at];
+                            let empty = inside.iter().rev().find(|&&c| !is_ws(c)) == Some(&b'/');
+                            if let Some(ev) = self.tag_complete(end_tag, empty)? {
                                 return Ok(Some(ev));
                             }
                         }
-                        b'/' => self.lex = tag(0, true),
-                        b'<' => return Err(nwf("'<' inside a tag")),
-                        _ if is_ws(b) => self.lex = tag(0, slash),
-                        _ => self.lex = tag(0, false),
                     }
                 }
             }
@@ -636,6 +684,35 @@ fn is_ncname(s: &str) -> bool {
 
 /// Split a QName into (prefix, local part); the prefix is "" when there is none.
 fn split_qname(s: &str) -> Result<(&str, &str), XmlError> {
+    // One pass over an ASCII name: each part must start with a letter or `_` and go on with
+    // letters, digits, `_`, `-` or `.`; at most one `:` may split it, with a part each side.
+    let mut colon = None;
+    let mut part_start = true;
+    let mut ok = true;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => part_start = false,
+            b'0'..=b'9' | b'-' | b'.' => ok &= !part_start,
+            b':' => {
+                ok &= !part_start && colon.is_none();
+                colon = Some(i);
+                part_start = true;
+            }
+            0x80.. => return split_qname_unicode(s),
+            _ => ok = false,
+        }
+    }
+    if !ok || part_start {
+        return Err(nwf(format!("bad name '{s}'")));
+    }
+    Ok(match colon {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => ("", s),
+    })
+}
+
+/// [`split_qname`] for a name with characters beyond ASCII.
+fn split_qname_unicode(s: &str) -> Result<(&str, &str), XmlError> {
     // A prefix, when there is a ':', must be an NCName (so a leading ':' is refused).
     let (prefix, local, prefix_ok) = match s.split_once(':') {
         Some((prefix, local)) => (prefix, local, is_ncname(prefix)),
@@ -983,16 +1060,15 @@ fn split_start_tag(inside: &str) -> (&str, &str, bool) {
 
 /// Where the tag starting at `from` (a `<`) ends: the index of its `>`, skipping quoted values.
 fn tag_end(s: &[u8], from: usize) -> Option<usize> {
-    let mut quote = 0u8;
-    for (i, &c) in s.iter().enumerate().skip(from + 1) {
-        match c {
-            b'"' | b'\'' if quote == 0 => quote = c,
-            c if c == quote => quote = 0,
-            b'>' if quote == 0 => return Some(i),
-            _ => {}
+    let mut at = from + 1;
+    loop {
+        at += memchr::memchr3(b'>', b'"', b'\'', s.get(at..)?)?;
+        let c = s[at];
+        if c == b'>' {
+            return Some(at);
         }
+        at += 1 + memchr::memchr(c, s.get(at + 1..)?)? + 1;
     }
-    None
 }
 
 /// Parse a complete root start tag into the header and what is kept of the root.
@@ -1048,9 +1124,9 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
         }
         if b[at] != b'<' {
             // Character data, up to the next markup.
-            let end = s[at..].find('<').map_or(s.len(), |i| at + i);
+            let end = memchr::memchr(b'<', &b[at..]).map_or(s.len(), |i| at + i);
             let text = &s[at..end];
-            if text.contains("]]>") {
+            if memchr::memchr(b'>', text.as_bytes()).is_some() && text.contains("]]>") {
                 return Err(nwf("']]>' in character data"));
             }
             let Some((parent, _, _)) = stack.last_mut() else {

@@ -1043,6 +1043,32 @@ fn ascii_names_are_checked_as_the_full_name_rules_check_them() {
 }
 
 #[test]
+fn qualified_names_split_in_one_pass_as_the_full_rules_split_them() {
+    // Every string of up to four characters over an alphabet of each class of byte, and one
+    // beyond ASCII: the one-pass split and the split by the full NCName rules agree.
+    let alphabet = ["a", "Z", "_", "1", "-", ".", ":", " ", "\t", "=", "/", "\u{7f}", "é"];
+    let mut names = vec![String::new()];
+    for _ in 0..4 {
+        let longer: Vec<String> =
+            names.iter().flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}"))).collect();
+        names.extend(longer);
+    }
+    names.sort();
+    names.dedup();
+    for name in &names {
+        let fast = split_qname(name).map_err(|_| ());
+        let full = split_qname_unicode(name).map_err(|_| ());
+        assert_eq!(fast, full, "{name:?}");
+    }
+    assert_eq!(split_qname("stream:features").unwrap(), ("stream", "features"));
+    assert_eq!(split_qname("xml:lang").unwrap(), ("xml", "lang"));
+    assert_eq!(split_qname("body").unwrap(), ("", "body"));
+    for bad in ["", ":a", "a:", "a::b", "a:b:c", "1a", "a:1b", "-a", "a b"] {
+        assert!(split_qname(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
 fn an_attribute_given_twice_is_not_well_formed() {
     let nwf = |s: &str| {
         matches!(

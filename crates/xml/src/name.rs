@@ -139,7 +139,12 @@ fn by_length() -> &'static [Vec<&'static str>] {
 impl Name {
     /// `s` as a name: borrowed from the table of known names when it is there, copied otherwise.
     pub fn interned(s: &str) -> Name {
-        match by_length().get(s.len()).and_then(|same| same.iter().find(|k| **k == s)) {
+        // The last byte tells most candidates of a length apart (namespaces share prefixes).
+        let last = s.as_bytes().last();
+        let known = by_length()
+            .get(s.len())
+            .and_then(|same| same.iter().find(|k| k.as_bytes().last() == last && **k == s));
+        match known {
             Some(k) => Name(Cow::Borrowed(k)),
             None => Name(Cow::Owned(s.to_owned())),
         }
