@@ -2,6 +2,7 @@
 //!
 //! - `xml_framing`: the framer (check, then parse) over a stream of 100-byte-body messages, in
 //!   MB/s and stanzas/s; once fed whole, once as 1,500-byte reads (what a socket hands over);
+//!   and over what a client sends in one SCRAM login, read by read as the generator sends it;
 //! - `envelope`: a stanza into a cluster envelope, protobuf encode and decode, and open again on
 //!   the receiving node;
 //! - `routing`: the decision for one stanza: its kind, the recipient's slot and that slot's
@@ -58,6 +59,37 @@ fn frame(bytes: &[u8], chunk: usize) -> usize {
     n
 }
 
+/// What the load generator's client sends in one SCRAM-SHA-1 login, one read each: the header,
+/// `<auth>`, `<response>`, then (the stream restarted) the header again, the bind request and
+/// the close.
+const LOGIN_READS: [&[u8]; 6] = [
+    HEADER,
+    b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>biwsbj11c2VyMSxyPWwwbm9uY2U=</auth>",
+    b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>Yz1iaXdzLHI9bDBub25jZWt6eUsvRk1pOXB5RnhRL3hoZnJZNHg4\
+      RlB0VGNzQUo1LHA9KzRTOGFEdHExYnUrV0YwcmdiZ0Z1WXdtMDhVPQ==</response>",
+    HEADER,
+    b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>l0</resource></bind></iq>",
+    b"</stream:stream>",
+];
+
+/// Frame one login's reads (restarting the stream after the third, as SASL success does) and
+/// count the events: two headers, three stanzas, the close.
+fn frame_login() -> usize {
+    let mut p = StreamParser::new(Limits::default());
+    let mut n = 0;
+    for (i, read) in LOGIN_READS.iter().enumerate() {
+        if i == 3 {
+            p.reset();
+        }
+        p.feed(read);
+        while let Ok(Some(ev)) = p.next_event() {
+            black_box(&ev);
+            n += 1;
+        }
+    }
+    n
+}
+
 fn xml_framing(c: &mut Criterion) {
     const N: usize = 1000;
     let bytes = stream(N);
@@ -71,6 +103,8 @@ fn xml_framing(c: &mut Criterion) {
     g.bench_function("messages_1500B_reads_stanzas", |b| {
         b.iter(|| assert_eq!(frame(black_box(&bytes), 1500), N))
     });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one_login", |b| b.iter(|| assert_eq!(frame_login(), 6)));
     g.finish();
 }
 

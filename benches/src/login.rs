@@ -66,6 +66,21 @@ impl RawConn {
         self.tcp.write_all(data).await
     }
 
+    /// Write the connection's last bytes, to be closed right after: offered with `MSG_MORE`,
+    /// so the close sends them and the FIN in one segment (as `starling serve` does when a
+    /// client closes its stream); what the kernel does not take at once is written as usual.
+    pub async fn send_last(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let tcp = &self.tcp;
+        let held = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(tcp).send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+        });
+        let rest = match held {
+            Ok(n) => &data[n..],
+            Err(_) => data,
+        };
+        self.tcp.write_all(rest).await
+    }
+
     /// Read more of the stream (what earlier stanzas' ranges pointed at is dropped).
     async fn fill(&mut self) -> std::io::Result<()> {
         self.framer.compact();

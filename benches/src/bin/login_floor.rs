@@ -22,7 +22,7 @@ use starling_xmpp::sasl::{ScramCredentials, ScramHash, ScramServer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Parser, Debug)]
 #[command(about = "The least a server can do for a SCRAM login: the floor under login costs")]
@@ -58,7 +58,12 @@ fn main() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("deriving credentials: {e}"))?;
     let floor = Arc::new(Floor { creds, domain: args.domain, stream_ids: AtomicU64::new(0) });
     runtime.block_on(async move {
-        let listener = TcpListener::bind(args.listen).await.context("listening")?;
+        // Accepted connections inherit TCP_NODELAY from the listener: no system call each.
+        let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(args.listen).context("listening")?;
+        let listener = socket.listen(4096)?;
         loop {
             let (tcp, _) = listener.accept().await?;
             let floor = floor.clone();
@@ -72,7 +77,6 @@ fn main() -> Result<()> {
 
 /// One client's exchange, answered step by step.
 async fn login(floor: &Floor, tcp: TcpStream) -> Result<()> {
-    tcp.set_nodelay(true)?;
     let mut c = RawConn::new(tcp);
     c.header().await?;
     c.send(floor.header("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms>").as_bytes()).await?;
@@ -99,7 +103,7 @@ async fn login(floor: &Floor, tcp: TcpStream) -> Result<()> {
         let stanza = match c.stanza().await {
             Ok(s) => s,
             Err(e) if closed_stream(&e) => {
-                c.send(b"</stream:stream>").await?;
+                c.send_last(b"</stream:stream>").await?;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),

@@ -6,8 +6,8 @@
 
 use crate::features::{self, Stage};
 use crate::io::{
-    random_id, read_into, shutdown_within, write_all_within, write_stream_header, Conn, StreamId,
-    STREAM_CLOSE,
+    random_id, read_into, shutdown_within, write_all_within, write_last_within, write_stream_header, Conn,
+    StreamId, STREAM_CLOSE,
 };
 use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -503,11 +503,12 @@ impl<H: SessionHost> Client<H> {
         }
     }
 
-    /// The client closed its stream: close ours (RFC 6120 §4.4).
+    /// The client closed its stream: close ours (RFC 6120 §4.4), and the connection right after
+    /// (the closing tag and the FIN go out together).
     async fn on_stream_close(&mut self, conn: &mut Conn) -> Option<Step> {
-        self.out.clear();
-        self.out.extend_from_slice(STREAM_CLOSE);
-        let _ = self.flush_out(conn).await;
+        if !self.write_stalled {
+            let _ = write_last_within(conn, STREAM_CLOSE, self.edge.cfg.write_timeout).await;
+        }
         Some(Step::Close)
     }
 

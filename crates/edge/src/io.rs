@@ -96,6 +96,29 @@ pub(crate) async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> 
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
+/// [`write_all_within`] for the last bytes of a connection that is closed right after. On plain
+/// TCP they are first offered to the kernel with `MSG_MORE`, which holds them back: the close
+/// then sends them and the FIN in one segment, one packet (and one pass through the peer's
+/// receive path) fewer per connection. Whatever the kernel does not take at once goes the
+/// ordinary way, which also pushes what was held.
+///
+/// Only for a connection whose peer has nothing more to send (it closed its stream): closing a
+/// socket with unread bytes resets it, and a reset discards bytes still held back.
+pub async fn write_last_within(conn: &mut Conn, mut buf: &[u8], limit: Duration) -> std::io::Result<()> {
+    if let Conn::Plain(tcp) = conn {
+        let held = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(&*tcp).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+        });
+        if let Ok(n) = held {
+            buf = &buf[n..];
+        }
+    }
+    if buf.is_empty() {
+        return Ok(());
+    }
+    write_all_within(conn, buf, limit).await
+}
+
 /// Shut the write side down (TLS close_notify included), giving up after `limit`.
 pub async fn shutdown_within<W: AsyncWrite + Unpin>(w: &mut W, limit: Duration) {
     let _ = tokio::time::timeout(limit, w.shutdown()).await;
