@@ -204,11 +204,13 @@ impl<H: SessionHost> Edge<H> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut shutdown = self.shutdown.clone();
+        // One wait for the whole loop, not a waiter registered and removed per connection.
+        let mut shutdown = std::pin::pin!(shutdown.changed());
         let mut inherits_nodelay = None;
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
-                _ = shutdown.changed() => return,
+                _ = &mut shutdown => return,
             };
             let (stream, peer) = match accepted {
                 Ok(x) => x,
