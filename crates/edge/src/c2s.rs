@@ -13,7 +13,6 @@ use crate::{ChannelSink, Edge, QueueReceiver, SessionHost};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use starling_store::Access;
-use starling_telemetry::metrics;
 use starling_xml::{Element, Event, StreamHeader, StreamParser};
 use starling_xmpp::sasl::{parse_plain, SaslFailure, ScramCredentials, ScramHash, ScramServer};
 use starling_xmpp::session::ToClient;
@@ -26,6 +25,28 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
 /// goes through here.
+/// `out` becomes the SASL element `name` (RFC 6120 §6.4) carrying `data` in base64, or empty
+/// when there is none: what `Element::write_to` writes for it, without building the element.
+fn write_sasl(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+    out.clear();
+    out.extend_from_slice(b"<");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b" xmlns='");
+    out.extend_from_slice(ns::SASL.as_bytes());
+    if data.is_empty() {
+        out.extend_from_slice(b"'/>");
+        return;
+    }
+    out.extend_from_slice(b"'>");
+    let at = out.len();
+    out.resize(at + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let written = B64.encode_slice(data, &mut out[at..]).unwrap_or(0);
+    out.truncate(at + written);
+    out.extend_from_slice(b"</");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b">");
+}
+
 fn counted_error_reply(stanza: &Element, error: StanzaError, domain: &str) -> Element {
     starling_telemetry::stanza_error(error.condition());
     error_reply(stanza, error, domain)
@@ -581,9 +602,7 @@ impl<H: SessionHost> Client<H> {
             failure,
             SaslFailure::NotAuthorized | SaslFailure::MalformedRequest | SaslFailure::IncorrectEncoding
         );
-        if !self.mechanism.is_empty() {
-            metrics().auth.with_label_values(&[self.mechanism, "failed"]).inc();
-        }
+        crate::counters::authentication(self.mechanism, false);
         if counts {
             self.edge.limiter.record_failure(self.peer.ip());
             self.auth_failures += 1;
@@ -720,8 +739,8 @@ impl<H: SessionHost> Client<H> {
             let server_first = server.server_first(&creds);
             *slot = account;
             *started = true;
-            let challenge = Element::new("challenge", ns::SASL).with_text(B64.encode(server_first));
-            return self.send(conn, &challenge).await;
+            write_sasl(&mut self.out, "challenge", &server_first);
+            return self.flush_out(conn).await.err().map(|_| Step::Close);
         }
         let result = {
             let Phase::Scram { server, .. } = &mut self.phase else { return None };
@@ -732,10 +751,7 @@ impl<H: SessionHost> Client<H> {
             _ => None,
         };
         match (result, account) {
-            (Ok(server_final), Some(acc)) => {
-                let success = Element::new("success", ns::SASL).with_text(B64.encode(server_final));
-                self.authenticated(conn, acc, success).await
-            }
+            (Ok(server_final), Some(acc)) => self.authenticated(conn, acc, &server_final).await,
             (Ok(_), None) | (Err(_), _) => self.sasl_failure(conn, SaslFailure::NotAuthorized).await,
         }
     }
@@ -762,21 +778,22 @@ impl<H: SessionHost> Client<H> {
             self.edge.cfg.scram_iterations,
         );
         match (candidates.verify(creds.password).await, account) {
-            (true, Some(account)) => {
-                self.authenticated(conn, account, Element::new("success", ns::SASL)).await
-            }
+            (true, Some(account)) => self.authenticated(conn, account, &[]).await,
             _ => self.sasl_failure(conn, SaslFailure::NotAuthorized).await,
         }
     }
 
     /// SASL succeeded: answer, and expect a restarted stream (RFC 6120 §6.4.6).
-    async fn authenticated(&mut self, conn: &mut Conn, account: BareJid, success: Element) -> Option<Step> {
+    /// SASL succeeded: `<success/>` carrying the mechanism's additional data (SCRAM's
+    /// server-final message; none for PLAIN), and the stream restarts.
+    async fn authenticated(&mut self, conn: &mut Conn, account: BareJid, data: &[u8]) -> Option<Step> {
         tracing::debug!(peer = %self.peer, %account, "authenticated");
-        metrics().auth.with_label_values(&[self.mechanism, "ok"]).inc();
+        crate::counters::authentication(self.mechanism, true);
         self.phase = Phase::Authenticated(account);
         self.header_sent = false;
         self.parser.reset();
-        self.send(conn, &success).await
+        write_sasl(&mut self.out, "success", data);
+        self.flush_out(conn).await.err().map(|_| Step::Close)
     }
 
     /// XEP-0077 before authentication: the form, and account creation.
@@ -1025,6 +1042,23 @@ mod tests {
             ns: ns::STREAM.into(),
             default_ns: default_ns.map(starling_xml::Name::interned),
             attrs: attrs.iter().map(|(k, v)| (starling_xml::Name::interned(k), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn sasl_elements_are_written_as_the_element_would_write_itself() {
+        for (name, data) in
+            [("challenge", &b"r=abc,s=c2FsdA==,i=4096"[..]), ("success", b"v=xyz"), ("success", b"")]
+        {
+            let mut element = Element::new(name, ns::SASL);
+            if !data.is_empty() {
+                element = element.with_text(B64.encode(data));
+            }
+            let mut expected = Vec::new();
+            element.write_to(&mut expected, ns::CLIENT);
+            let mut out = b"left over".to_vec();
+            write_sasl(&mut out, name, data);
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
         }
     }
 

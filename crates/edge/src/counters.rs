@@ -78,3 +78,19 @@ impl Drop for ConnectionGauge {
         self.open.dec();
     }
 }
+
+/// The SASL mechanisms `starling_auth_total` counts, as their label.
+const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"];
+
+/// `starling_auth_total`'s children: per mechanism, `failed` then `ok`.
+static AUTH: LazyLock<[[IntCounter; 2]; 3]> = LazyLock::new(|| {
+    MECHANISMS.map(|m| ["failed", "ok"].map(|result| metrics().auth.with_label_values(&[m, result])))
+});
+
+/// An authentication with `mechanism` succeeded or failed (`starling_auth_total`); an attempt
+/// with no mechanism this server offers is not counted.
+pub(crate) fn authentication(mechanism: &str, ok: bool) {
+    if let Some(i) = MECHANISMS.iter().position(|m| *m == mechanism) {
+        AUTH[i][usize::from(ok)].inc();
+    }
+}

@@ -170,6 +170,8 @@ pub struct StreamParser {
     open: Vec<(usize, usize)>,
     /// An event to hand out before scanning further (the close of an empty root).
     pending: Option<Event>,
+    /// The parse stage's working lists, kept between stanzas.
+    scratch: Scratch,
     /// The error that poisoned the parser.
     error: Option<XmlError>,
 }
@@ -260,6 +262,7 @@ impl StreamParser {
             closed: false,
             open: Vec::new(),
             pending: None,
+            scratch: Scratch::default(),
             error: None,
         }
     }
@@ -281,6 +284,7 @@ impl StreamParser {
             closed: false,
             open: Vec::new(),
             pending: None,
+            scratch: Scratch::default(),
             error: None,
         }
     }
@@ -301,6 +305,7 @@ impl StreamParser {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
+        self.scratch = Scratch::default();
     }
 
     /// Bytes received but not yet consumed by an event.
@@ -618,7 +623,7 @@ impl StreamParser {
         let scope = self.root.as_ref().map(|r| r.scope.as_slice()).unwrap_or(&[]);
         #[cfg(test)]
         let parse_stanza = if oracle::active() { oracle::parse_stanza } else { parse_stanza };
-        let element = parse_stanza(&self.buf[start..end], scope, &self.limits)?;
+        let element = parse_stanza(&self.buf[start..end], scope, &self.limits, &mut self.scratch)?;
         self.consume(end);
         self.open.clear();
         Ok(Event::Stanza(element))
@@ -769,8 +774,24 @@ impl Scope<'_> {
     }
 }
 
+/// The XML declarations nearly every client sends, accepted without parsing them.
+const COMMON_DECLS: [&[u8]; 4] = [
+    b"<?xml version='1.0'?>",
+    b"<?xml version=\"1.0\"?>",
+    b"<?xml version='1.0' encoding='UTF-8'?>",
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+];
+
 /// Check an XML declaration (`<?xml version='1.0' encoding='UTF-8'?>`).
 fn check_decl(raw: &[u8]) -> Result<(), XmlError> {
+    if COMMON_DECLS.contains(&raw) {
+        return Ok(());
+    }
+    parse_decl(raw)
+}
+
+/// [`check_decl`] by reading the declaration.
+fn parse_decl(raw: &[u8]) -> Result<(), XmlError> {
     let s = checked_str(raw)?;
     let mut reader = quick_xml::Reader::from_str(s);
     match reader.read_event() {
@@ -1111,12 +1132,41 @@ pub fn parse_element(raw: &[u8], default_ns: &'static str, limits: &Limits) -> R
 /// unbalanced tags, `<` in attribute values and oversize or too deep input; this stage checks
 /// the rest of the syntax (attributes, references, names) as it builds the tree, so it also
 /// stands on its own.
-fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Result<Element, XmlError> {
+fn parse_stanza(
+    raw: &[u8],
+    root_scope: &[(Name, Name)],
+    limits: &Limits,
+    scratch: &mut Scratch,
+) -> Result<Element, XmlError> {
+    let mut scope = Scope { root: root_scope, local: std::mem::take(&mut scratch.local) };
+    let mut stack = std::mem::take(&mut scratch.stack);
+    let parsed = parse_stanza_with(raw, &mut scope, &mut stack, limits);
+    scope.local.clear();
+    stack.clear();
+    scratch.local = scope.local;
+    scratch.stack = stack;
+    parsed
+}
+
+/// The parse stage's working lists: the namespace declarations a stanza makes, and its open
+/// elements. Kept between stanzas, so parsing one allocates only what it returns.
+#[derive(Debug, Default)]
+struct Scratch {
+    local: Vec<(Name, Name)>,
+    /// Each open element with where its qualified name is in the stanza, and the length of
+    /// `local` before its declarations.
+    stack: Vec<(Element, std::ops::Range<usize>, usize)>,
+}
+
+/// [`parse_stanza`] with its working lists (empty) lent.
+fn parse_stanza_with(
+    raw: &[u8],
+    scope: &mut Scope<'_>,
+    stack: &mut Vec<(Element, std::ops::Range<usize>, usize)>,
+    limits: &Limits,
+) -> Result<Element, XmlError> {
     let s = checked_str(raw)?;
     let b = s.as_bytes();
-    let mut scope = Scope { root: root_scope, local: Vec::new() };
-    // Open elements, each with its qualified name and the scope length before its declarations.
-    let mut stack: Vec<(Element, &str, usize)> = Vec::new();
     let mut at = 0;
     loop {
         if at >= b.len() {
@@ -1143,12 +1193,13 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
                 let Some((element, qname, mark)) = stack.pop() else {
                     return Err(nwf("unbalanced end tag"));
                 };
+                let qname = &s[qname];
                 if name != qname {
                     return Err(nwf(format!("</{name}> does not close <{qname}>")));
                 }
                 scope.local.truncate(mark);
                 at = end + 1;
-                if let Some(done) = finished(&mut stack, element, at == b.len()) {
+                if let Some(done) = finished(stack, element, at == b.len()) {
                     return done;
                 }
             }
@@ -1180,15 +1231,17 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
                 }
                 let end = tag_end(b, at).ok_or_else(|| nwf("truncated stanza"))?;
                 let (qname, attributes, empty) = split_start_tag(&s[at + 1..end]);
+                // The name opens the tag, just after its `<`.
+                let name_at = at + 1..at + 1 + qname.len();
                 let mark = scope.local.len();
-                let element = start_element(qname, attributes, &mut scope, limits)?;
+                let element = start_element(qname, attributes, scope, limits)?;
                 at = end + 1;
                 if !empty {
-                    stack.push((element, qname, mark));
+                    stack.push((element, name_at, mark));
                     continue;
                 }
                 scope.local.truncate(mark);
-                if let Some(done) = finished(&mut stack, element, at == b.len()) {
+                if let Some(done) = finished(stack, element, at == b.len()) {
                     return done;
                 }
             }
@@ -1199,7 +1252,7 @@ fn parse_stanza(raw: &[u8], root_scope: &[(Name, Name)], limits: &Limits) -> Res
 /// A complete element goes into its parent, if it has one. Otherwise it is the stanza, which
 /// must end where the slice does (`at_end`): the parse is over, and this says how.
 fn finished(
-    stack: &mut [(Element, &str, usize)],
+    stack: &mut [(Element, std::ops::Range<usize>, usize)],
     element: Element,
     at_end: bool,
 ) -> Option<Result<Element, XmlError>> {

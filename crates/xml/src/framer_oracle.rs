@@ -71,6 +71,7 @@ pub(super) fn parse_stanza(
     raw: &[u8],
     root_scope: &[(Name, Name)],
     limits: &Limits,
+    _scratch: &mut Scratch,
 ) -> Result<Element, XmlError> {
     let s = checked_str(raw)?;
     let mut reader = quick_xml::Reader::from_str(s);

@@ -1025,6 +1025,15 @@ proptest! {
 }
 
 #[test]
+fn the_declarations_taken_on_sight_are_ones_the_full_check_accepts() {
+    for decl in COMMON_DECLS {
+        assert!(parse_decl(decl).is_ok(), "{}", String::from_utf8_lossy(decl));
+        let stream = [decl, b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"].concat();
+        assert!(matches!(events(&stream, Limits::default()).unwrap()[..], [Event::StreamOpen(_)]));
+    }
+}
+
+#[test]
 fn ascii_names_are_checked_as_the_full_name_rules_check_them() {
     let full = |s: &str| {
         let mut chars = s.chars();
