@@ -7,7 +7,9 @@
 #   USERS=200 RUNS=5 bash benches/compare.sh
 #   PARTS=presence bash benches/compare.sh  # only the presence fan-out
 #
-# PARTS picks what runs: `basic` (login, messages, idle) and `presence` (the fan-out: a ring of
+# PARTS picks what runs: `basic` (login, messages, idle), `logins` (login storms only, every
+# server started at once and their storms taken in turn, RUNS times, so the noise of a shared
+# machine falls on all servers alike) and `presence` (the fan-out: a ring of
 # PRESENCE_USERS users with PRESENCE_CONTACTS mutual contacts each, made once per server with
 # loadgen's presence-setup through the ordinary subscription protocol, then RUNS measurements of
 # PRESENCE_ROUNDS rounds in which every user changes status; PRESENCE_RATE changes/s, 0 = all at
@@ -31,6 +33,7 @@ DURATION=${DURATION:-10}
 PAIRS=${PAIRS:-50}
 SERVERS=${SERVERS:-"starling prosody ejabberd floor"}
 PARTS=${PARTS:-"basic presence"}
+LOGIN_ROUNDS=${LOGIN_ROUNDS:-3}     # rounds of USERS logins per storm in the `logins` part
 PRESENCE_USERS=${PRESENCE_USERS:-1000}
 PRESENCE_CONTACTS=${PRESENCE_CONTACTS:-50}
 PRESENCE_ROUNDS=${PRESENCE_ROUNDS:-3}
@@ -107,24 +110,26 @@ scenarios() { # label port pid
   fi
 }
 
-run_starling() {
-  local dir; dir=$(mktemp -d)
-  export STARLING_DATA_DIR="\"$dir\"" STARLING_C2S__LISTEN=127.0.0.1:25222 STARLING_C2S__DIRECT_TLS_LISTEN= \
+start_starling() {
+  STARLING_DIR=$(mktemp -d)
+  export STARLING_DATA_DIR="\"$STARLING_DIR\"" STARLING_C2S__LISTEN=127.0.0.1:25222 STARLING_C2S__DIRECT_TLS_LISTEN= \
     STARLING_C2S__STARTTLS_REQUIRED=false STARLING_C2S__ALLOW_PLAINTEXT_AUTH=true STARLING_HTTP__LISTEN= \
     STARLING_LOG__LEVEL=warn
   for n in $(accounts); do "$STARLING" user add "$n@localhost" --password "$PW" >/dev/null; done
-  taskset -c 0 "$STARLING" serve >"$dir/stdout" 2>"$dir/stderr" &
-  local pid=$!
-  wait_port 127.0.0.1:25222 30
-  scenarios starling 25222 "$pid"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  taskset -c 0 "$STARLING" serve >"$STARLING_DIR/stdout" 2>"$STARLING_DIR/stderr" &
+  PID_starling=$!
   unset STARLING_DATA_DIR STARLING_C2S__LISTEN STARLING_C2S__DIRECT_TLS_LISTEN STARLING_C2S__STARTTLS_REQUIRED \
     STARLING_C2S__ALLOW_PLAINTEXT_AUTH STARLING_HTTP__LISTEN STARLING_LOG__LEVEL
-  rm -rf "$dir"
+  wait_port 127.0.0.1:25222 30
 }
 
-run_prosody() {
-  local dir; dir=$(mktemp -d); chown prosody "$dir"
+stop_starling() {
+  kill "$PID_starling"; wait "$PID_starling" 2>/dev/null || true
+  rm -rf "$STARLING_DIR"
+}
+
+start_prosody() {
+  PROSODY_DIR=$(mktemp -d); local dir=$PROSODY_DIR; chown prosody "$dir"
   sed "s#@DATA@#$dir#g; s#@PORT@#25223#g" benches/peers/prosody.cfg.lua.in > "$dir/prosody.cfg.lua"
   # One prosodyctl call per account takes minutes for thousands: register the first account of
   # each set and copy its file (a SCRAM record does not depend on the user name).
@@ -139,12 +144,15 @@ run_prosody() {
   # su starts from PAM's soft limit of 1024 open files, too few for the presence ring's sessions.
   su -s /bin/sh prosody -c "ulimit -n \$(ulimit -Hn) && taskset -c 0 prosody --config $dir/prosody.cfg.lua"
   wait_port 127.0.0.1:25223 30
-  scenarios prosody 25223 "$(cat "$dir/prosody.pid")"
-  kill "$(cat "$dir/prosody.pid")" || true
-  rm -rf "$dir"
+  PID_prosody=$(cat "$dir/prosody.pid")
 }
 
-run_ejabberd() {
+stop_prosody() {
+  kill "$PID_prosody" || true
+  rm -rf "$PROSODY_DIR"
+}
+
+start_ejabberd() {
   local cfg=/etc/ejabberd/ejabberd.yml
   [ -f "$cfg.starling-bench-backup" ] || cp "$cfg" "$cfg.starling-bench-backup"
   sed "s#@PORT@#25224#g" benches/peers/ejabberd.yml > "$cfg"
@@ -163,29 +171,64 @@ run_ejabberd() {
     for n in $(accounts); do ejabberdctl register "$n" localhost "$PW" >/dev/null 2>&1 || true; done
   fi
   wait_port 127.0.0.1:25224 30
-  local pid; pid=$(pgrep -f 'beam.smp.*ejabberd' | head -n1)
-  taskset -acp 0 "$pid" >/dev/null
-  scenarios ejabberd 25224 "$pid"
+  PID_ejabberd=$(pgrep -f 'beam.smp.*ejabberd' | head -n1)
+  taskset -acp 0 "$PID_ejabberd" >/dev/null
+}
+
+stop_ejabberd() {
+  local cfg=/etc/ejabberd/ejabberd.yml
   ejabberdctl stop >/dev/null || true
   cp "$cfg.starling-bench-backup" "$cfg"
 }
 
-run_floor() {
+start_floor() {
   # Single-threaded, as `starling serve` is when pinned to one core.
   taskset -c 0 "$FLOOR" --listen 127.0.0.1:25225 --password "$PW" --runtime current >/dev/null 2>&1 &
-  local pid=$!
+  PID_floor=$!
   wait_port 127.0.0.1:25225 30
-  if has_part basic; then
-    for run in $(seq "$RUNS"); do
-      gen floor 25225 "$pid" login --clients "$USERS" --concurrency 50 --mech scram-sha-1
-    done
-  fi
-  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-for s in $SERVERS; do
-  echo "== $s" >&2
-  "run_$s"
-done
+stop_floor() {
+  kill "$PID_floor"; wait "$PID_floor" 2>/dev/null || true
+}
+
+declare -A PORT=([starling]=25222 [prosody]=25223 [ejabberd]=25224 [floor]=25225)
+
+run_server() { # name: start it, run the selected parts against it, stop it
+  "start_$1"
+  local pid_var="PID_$1"
+  if [ "$1" = floor ]; then
+    # Not a server: only the login storm runs against it.
+    if has_part basic; then
+      for run in $(seq "$RUNS"); do
+        gen floor "${PORT[floor]}" "${!pid_var}" login --clients "$USERS" --concurrency 50 --mech scram-sha-1
+      done
+    fi
+  else
+    scenarios "$1" "${PORT[$1]}" "${!pid_var}"
+  fi
+  "stop_$1"
+}
+
+if has_part basic || has_part presence; then
+  for s in $SERVERS; do
+    echo "== $s" >&2
+    run_server "$s"
+  done
+fi
+if has_part logins; then
+  # Every server up at once (idle ones cost CPU 0 nothing), and their login storms taken in
+  # turn, run after run: a noisy minute then weighs on all of them, not on one server's runs.
+  for s in $SERVERS; do "start_$s"; done
+  for run in $(seq "$RUNS"); do
+    for s in $SERVERS; do
+      echo "== logins: run $run, $s" >&2
+      pid_var="PID_$s"
+      gen "$s" "${PORT[$s]}" "${!pid_var}" login --clients "$USERS" --concurrency 50 --mech scram-sha-1 \
+        --login-rounds "$LOGIN_ROUNDS"
+    done
+  done
+  for s in $SERVERS; do "stop_$s"; done
+fi
 python3 benches/summarize.py "$OUT/results.jsonl" > "$OUT/table.md"
 cat "$OUT/table.md"
