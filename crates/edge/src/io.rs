@@ -261,6 +261,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_last_bytes_arrive_before_the_end_of_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut conn = Conn::Plain(listener.accept().await.unwrap().0);
+        // Held back by the kernel until the close...
+        write_last_within(&mut conn, STREAM_CLOSE, Duration::from_secs(5)).await.unwrap();
+        drop(conn);
+        // ...which sends them, then the end of the stream.
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, STREAM_CLOSE);
+    }
+
+    #[tokio::test]
     async fn a_peer_that_stops_reading_times_the_write_out() {
         let (mut ours, _theirs) = tokio::io::duplex(1024);
         let start = std::time::Instant::now();
