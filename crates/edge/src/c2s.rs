@@ -25,6 +25,11 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
 /// goes through here.
+fn counted_error_reply(stanza: &Element, error: StanzaError, domain: &str) -> Element {
+    starling_telemetry::stanza_error(error.condition());
+    error_reply(stanza, error, domain)
+}
+
 /// `out` becomes the SASL element `name` (RFC 6120 §6.4) carrying `data` in base64, or empty
 /// when there is none: what `Element::write_to` writes for it, without building the element.
 fn write_sasl(out: &mut Vec<u8>, name: &str, data: &[u8]) {
@@ -45,11 +50,6 @@ fn write_sasl(out: &mut Vec<u8>, name: &str, data: &[u8]) {
     out.extend_from_slice(b"</");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b">");
-}
-
-fn counted_error_reply(stanza: &Element, error: StanzaError, domain: &str) -> Element {
-    starling_telemetry::stanza_error(error.condition());
-    error_reply(stanza, error, domain)
 }
 
 /// Failed SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
