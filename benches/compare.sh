@@ -149,6 +149,10 @@ start_prosody() {
 
 stop_prosody() {
   kill "$PID_prosody" || true
+  # Prosody can linger after SIGTERM; a stale one must not hold the port for the next run.
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$PID_prosody" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -9 "$PID_prosody" 2>/dev/null || true
   rm -rf "$PROSODY_DIR"
 }
 
