@@ -20,6 +20,9 @@ type Rpc = pb::registry_client::RegistryClient<Channel>;
 /// How long one RPC may take before the next address is tried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How a leader words its refusal to act on a node that is not a member.
+pub(crate) const NOT_A_MEMBER: &str = "is not a member";
+
 /// A client of the registry through a list of seed addresses.
 pub struct RegistryClient {
     seeds: Vec<String>,
@@ -68,6 +71,10 @@ impl RegistryClient {
     pub async fn admin(&self, op: &AdminOp, within: Duration) -> Result<String, RegistryError> {
         let deadline = tokio::time::Instant::now() + within;
         let mut last = String::from("no registry address to try");
+        // Whether an attempt may have been carried out without our hearing so (it timed out or
+        // its connection failed). A removal retried after one finds the node gone: its own
+        // earlier attempt removed it, and that is success, not a refusal.
+        let mut uncertain = false;
         while tokio::time::Instant::now() < deadline {
             let mut redirected = false;
             for addr in self.candidates() {
@@ -90,9 +97,22 @@ impl RegistryClient {
                             break;
                         }
                     }
-                    Ok(Ok(r)) => return Err(RegistryError::Refused(r.message)),
-                    Ok(Err(status)) => last = format!("{addr}: {}", status.message()),
-                    Err(_) => last = format!("{addr}: timed out"),
+                    Ok(Ok(r)) => {
+                        if let (true, AdminOp::Remove(id)) =
+                            (uncertain && r.message.ends_with(NOT_A_MEMBER), op)
+                        {
+                            return Ok(format!("node {id} was removed"));
+                        }
+                        return Err(RegistryError::Refused(r.message));
+                    }
+                    Ok(Err(status)) => {
+                        uncertain = true;
+                        last = format!("{addr}: {}", status.message());
+                    }
+                    Err(_) => {
+                        uncertain = true;
+                        last = format!("{addr}: timed out");
+                    }
                 }
             }
             if !redirected {

@@ -349,7 +349,7 @@ impl RegistryNode {
                 if self.applied.borrow().state.members.contains_key(id) {
                     self.write(vec![Command::SetMemberState { id: *id, state: MemberState::Draining }]).await
                 } else {
-                    Err(Refusal::Refused(format!("node {id} is not a member")))
+                    Err(Refusal::Refused(format!("node {id} {}", crate::client::NOT_A_MEMBER)))
                 }
             }
         };
@@ -412,7 +412,7 @@ impl RegistryNode {
         } else if membership.get_node(&id).is_some() {
             self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await?;
         } else if !self.applied.borrow().state.members.contains_key(&id) {
-            return Err(Refusal::Refused(format!("node {id} is not a member")));
+            return Err(Refusal::Refused(format!("node {id} {}", crate::client::NOT_A_MEMBER)));
         }
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(&id);
