@@ -20,9 +20,6 @@ type Rpc = pb::registry_client::RegistryClient<Channel>;
 /// How long one RPC may take before the next address is tried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How a leader words its refusal to act on a node that is not a member.
-pub(crate) const NOT_A_MEMBER: &str = "is not a member";
-
 /// A client of the registry through a list of seed addresses.
 pub struct RegistryClient {
     seeds: Vec<String>,
@@ -98,9 +95,7 @@ impl RegistryClient {
                         }
                     }
                     Ok(Ok(r)) => {
-                        if let (true, AdminOp::Remove(id)) =
-                            (uncertain && r.message.ends_with(NOT_A_MEMBER), op)
-                        {
+                        if let (true, AdminOp::Remove(id)) = (uncertain && r.not_a_member, op) {
                             return Ok(format!("node {id} was removed"));
                         }
                         return Err(RegistryError::Refused(r.message));

@@ -123,6 +123,8 @@ pub enum AdminOutcome {
     NotLeader(Option<(u64, String)>),
     /// The leader refused or failed; why.
     Refused(String),
+    /// The leader refused: the node named is not a member.
+    NotAMember(u64),
 }
 
 /// A liveness report the leader keeps (in memory only: a new leader starts everyone afresh).
@@ -349,7 +351,7 @@ impl RegistryNode {
                 if self.applied.borrow().state.members.contains_key(id) {
                     self.write(vec![Command::SetMemberState { id: *id, state: MemberState::Draining }]).await
                 } else {
-                    Err(Refusal::Refused(format!("node {id} {}", crate::client::NOT_A_MEMBER)))
+                    Err(Refusal::NotAMember(*id))
                 }
             }
         };
@@ -362,6 +364,7 @@ impl RegistryNode {
             }),
             Err(Refusal::NotLeader) => AdminOutcome::NotLeader(self.leader_addr()),
             Err(Refusal::Refused(why)) => AdminOutcome::Refused(why),
+            Err(Refusal::NotAMember(id)) => AdminOutcome::NotAMember(id),
         }
     }
 
@@ -412,7 +415,7 @@ impl RegistryNode {
         } else if membership.get_node(&id).is_some() {
             self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await?;
         } else if !self.applied.borrow().state.members.contains_key(&id) {
-            return Err(Refusal::Refused(format!("node {id} {}", crate::client::NOT_A_MEMBER)));
+            return Err(Refusal::NotAMember(id));
         }
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(&id);
@@ -528,6 +531,7 @@ impl RegistryNode {
 enum Refusal {
     NotLeader,
     Refused(String),
+    NotAMember(u64),
 }
 
 fn refusal(e: RaftWriteError) -> Refusal {

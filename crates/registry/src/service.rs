@@ -29,7 +29,7 @@ impl RegistryService {
         let (leader_id, leader_addr) = leader.clone().unwrap_or((0, String::new()));
         match outcome {
             AdminOutcome::Done(message) => {
-                pb::AdminReply { ok: true, message, leader: leader_id, leader_addr, not_leader: false }
+                pb::AdminReply { ok: true, message, leader: leader_id, leader_addr, ..Default::default() }
             }
             AdminOutcome::NotLeader(known) => {
                 let (leader, leader_addr) = known.unwrap_or((0, String::new()));
@@ -39,11 +39,20 @@ impl RegistryService {
                     leader,
                     leader_addr,
                     not_leader: true,
+                    not_a_member: false,
                 }
             }
             AdminOutcome::Refused(message) => {
-                pb::AdminReply { ok: false, message, leader: leader_id, leader_addr, not_leader: false }
+                pb::AdminReply { ok: false, message, leader: leader_id, leader_addr, ..Default::default() }
             }
+            AdminOutcome::NotAMember(id) => pb::AdminReply {
+                ok: false,
+                message: format!("node {id} is not a member"),
+                leader: leader_id,
+                leader_addr,
+                not_leader: false,
+                not_a_member: true,
+            },
         }
     }
 }
