@@ -81,6 +81,21 @@ impl RawConn {
         self.tcp.write_all(rest).await
     }
 
+    /// Close the stream as RFC 6120 §4.4 asks of the side that closes first: send
+    /// `</stream:stream>`, then wait for the peer's own closing tag (or its end of the
+    /// connection) before the socket is dropped. A client that drops the socket at once makes
+    /// the peer's reply meet a closed socket, and every connection end in a reset.
+    pub async fn close_stream(&mut self) -> std::io::Result<()> {
+        self.send(b"</stream:stream>").await?;
+        loop {
+            match self.stanza().await {
+                Ok(_) => continue,
+                Err(e) if closed_stream(&e) || e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Read more of the stream (what earlier stanzas' ranges pointed at is dropped).
     async fn fill(&mut self) -> std::io::Result<()> {
         self.framer.compact();

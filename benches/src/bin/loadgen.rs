@@ -596,7 +596,7 @@ async fn login_storm(args: &Args, cache: &SaltCache) -> (Vec<u64>, usize, f64) {
                     .await
                     .map_err(|_| anyhow!("login timed out"))??;
                 let took = t.elapsed();
-                let _ = c.send(b"</stream:stream>").await;
+                let _ = tokio::time::timeout(bound, c.close_stream()).await;
                 took
             } else {
                 let mut c = tokio::time::timeout(bound, login(&args, &name, &resource, &cache, false))
