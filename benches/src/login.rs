@@ -141,6 +141,7 @@ pub fn closed_stream(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn elements_are_told_by_their_whole_name() {
@@ -163,6 +164,62 @@ mod tests {
         assert_eq!(attr(iq, "from"), None);
         // An attribute of a child is not the stanza's.
         assert_eq!(attr(b"<iq id='x'><bind type='no'/></iq>", "type"), None);
+    }
+
+    /// A connected pair on loopback: the client's `RawConn` (past the peer's stream header) and
+    /// the peer's socket.
+    async fn pair() -> (RawConn, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        peer.write_all(
+            b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' id='x' version='1.0'>",
+        )
+        .await
+        .expect("header");
+        let mut c = RawConn::new(client);
+        c.header().await.expect("header read");
+        (c, peer)
+    }
+
+    /// Read from the peer's side until `want` has arrived.
+    async fn read_until(peer: &mut tokio::net::TcpStream, want: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.windows(want.len()).any(|w| w == want) {
+            let mut buf = [0u8; 256];
+            let n = peer.read(&mut buf).await.expect("peer read");
+            assert!(n > 0, "the client closed before sending {:?}", String::from_utf8_lossy(want));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn closing_sends_the_tag_and_waits_for_the_peer_s_own() {
+        let bound = std::time::Duration::from_secs(5);
+        // The peer answers with a stanza, then its closing tag, and keeps its socket open: the
+        // close ends on the tag (it would hang, and time out, if it waited for the socket).
+        let (mut c, mut peer) = pair().await;
+        let closing = tokio::spawn(async move { tokio::time::timeout(bound, c.close_stream()).await });
+        assert!(read_until(&mut peer, b"</stream:stream>").await.ends_with(b"</stream:stream>"));
+        assert!(!closing.is_finished(), "the close did not wait for the peer's tag");
+        peer.write_all(b"<message to='a@b'><body>late</body></message></stream:stream>")
+            .await
+            .expect("reply");
+        let closed = closing.await.expect("task");
+        assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+        // Then the client's socket is closed.
+        let mut rest = [0u8; 16];
+        assert_eq!(peer.read(&mut rest).await.expect("end"), 0);
+
+        // A peer that closes its socket without a tag ends the close as well.
+        let (mut c, mut peer) = pair().await;
+        let closing = tokio::spawn(async move { tokio::time::timeout(bound, c.close_stream()).await });
+        read_until(&mut peer, b"</stream:stream>").await;
+        drop(peer);
+        let closed = closing.await.expect("task");
+        assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
     }
 
     #[test]

@@ -42,6 +42,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The generator allocates per login too (names, stanzas, tasks); mimalloc keeps that off the
+/// generator's core, as it does for the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "XMPP load generator")]
 struct Args {
@@ -571,6 +576,39 @@ fn user(args: &Args, i: usize) -> String {
     }
 }
 
+/// One login of a storm, bounded in time: user `i` logs in with resource `l{i}` and its stream
+/// is handed to `closing` to be closed. Returns how long the login took (connect to bound).
+async fn storm_login(
+    args: &Args,
+    header: &[u8],
+    i: usize,
+    cache: &SaltCache,
+    closing: &Closing,
+) -> Result<Duration> {
+    let t = Instant::now();
+    let name = user(args, i % args.clients.max(1));
+    let resource = format!("l{i}");
+    let bound = Duration::from_secs(30);
+    // Plain TCP reads the replies raw; STARTTLS takes the full client path.
+    if args.tls_ca.is_none() {
+        let mut c = tokio::time::timeout(bound, login_raw(args, header, &name, &resource, cache))
+            .await
+            .map_err(|_| anyhow!("login timed out"))??;
+        let took = t.elapsed();
+        closing.borrow_mut().push(tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(bound, c.close_stream()).await;
+        }));
+        Ok(took)
+    } else {
+        let mut c = tokio::time::timeout(bound, login(args, &name, &resource, cache, false))
+            .await
+            .map_err(|_| anyhow!("login timed out"))??;
+        let took = t.elapsed();
+        let _ = c.send(b"</stream:stream>").await;
+        Ok(took)
+    }
+}
+
 /// The closes of a storm's streams, left running while the storm goes on (see [`login_storm`]).
 type Closing = Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>;
 
@@ -591,50 +629,41 @@ async fn all_closed(closing: &Closing) {
 /// (ejabberd takes ~100 ms after a bound session), and must neither hold the next logins back
 /// nor leave the server idle between storms.
 async fn login_storm(args: &Args, cache: &SaltCache, closing: &Closing) -> (Vec<u64>, usize, f64) {
-    let sem = Rc::new(tokio::sync::Semaphore::new(args.concurrency));
     let shared = Rc::new(args.clone());
     let header: Rc<[u8]> = stream_header(&args.domain).into_bytes().into();
+    // `concurrency` clients, each logging in the next user as soon as its last login is done:
+    // no task, permit or latency list per login.
+    let next = Rc::new(Cell::new(0usize));
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..args.clients {
-        let sem = sem.clone();
-        let args = shared.clone();
-        let cache = cache.clone();
-        let header = header.clone();
-        let closing = closing.clone();
-        tasks.push(tokio::task::spawn_local(async move {
-            let _permit = sem.acquire().await.map_err(|e| anyhow!("{e}"))?;
-            let t = Instant::now();
-            let name = user(&args, i % args.clients.max(1));
-            let resource = format!("l{i}");
-            let bound = Duration::from_secs(30);
-            // Plain TCP reads the replies raw; STARTTLS takes the full client path.
-            let took = if args.tls_ca.is_none() {
-                let mut c = tokio::time::timeout(bound, login_raw(&args, &header, &name, &resource, &cache))
-                    .await
-                    .map_err(|_| anyhow!("login timed out"))??;
-                let took = t.elapsed();
-                closing.borrow_mut().push(tokio::task::spawn_local(async move {
-                    let _ = tokio::time::timeout(bound, c.close_stream()).await;
-                }));
-                took
-            } else {
-                let mut c = tokio::time::timeout(bound, login(&args, &name, &resource, &cache, false))
-                    .await
-                    .map_err(|_| anyhow!("login timed out"))??;
-                let took = t.elapsed();
-                let _ = c.send(b"</stream:stream>").await;
-                took
-            };
-            anyhow::Ok(took)
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.clamp(1, args.clients.max(1)) {
+        let (args, cache, header, closing, next) =
+            (shared.clone(), cache.clone(), header.clone(), closing.clone(), next.clone());
+        workers.push(tokio::task::spawn_local(async move {
+            let (mut lat, mut failures) = (Vec::new(), 0usize);
+            loop {
+                let i = next.get();
+                if i >= args.clients {
+                    break;
+                }
+                next.set(i + 1);
+                match storm_login(&args, &header, i, &cache, &closing).await {
+                    Ok(took) => lat.push(took.as_micros() as u64),
+                    Err(_) => failures += 1,
+                }
+            }
+            (lat, failures)
         }));
     }
-    let mut lat = Vec::new();
+    let mut lat = Vec::with_capacity(args.clients);
     let mut failures = 0;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(d)) => lat.push(d.as_micros() as u64),
-            _ => failures += 1,
+    for w in workers {
+        match w.await {
+            Ok((l, f)) => {
+                lat.extend(l);
+                failures += f;
+            }
+            Err(_) => failures += 1,
         }
     }
     let elapsed = start.elapsed().as_secs_f64();

@@ -19,11 +19,6 @@ mod users;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// mimalloc instead of glibc's malloc: a login allocates and frees ~90 small blocks, and glibc's
-/// paths for them cost about a sixth of the server's instructions per login (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Starling, a clustered XMPP server.
 #[derive(Parser, Debug)]
 #[command(name = "starling", version, about)]
