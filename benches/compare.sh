@@ -143,6 +143,9 @@ start_prosody() {
   # su starts from PAM's soft limit of 1024 open files, too few for the presence ring's sessions.
   su -s /bin/sh prosody -c "ulimit -n \$(ulimit -Hn) && taskset -c 0 prosody --config $dir/prosody.cfg.lua"
   wait_port 127.0.0.1:25223 30
+  # Prosody may open its port before it writes its pid file.
+  local deadline=$((SECONDS + 10))
+  until [ -s "$dir/prosody.pid" ] || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
   PID_prosody=$(cat "$dir/prosody.pid")
 }
 
