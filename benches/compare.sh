@@ -203,7 +203,17 @@ stop_floor() {
 
 declare -A PORT=([starling]=25222 [prosody]=25223 [ejabberd]=25224 [floor]=25225)
 
+# A server already listening on a port (a stray from an earlier run) would take the load while
+# the measured process, unable to bind, is gone: refuse to start over it.
+port_free() { # port
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "port $1 is already in use: stop what listens there first" >&2
+    exit 1
+  fi
+}
+
 run_server() { # name: start it, run the selected parts against it, stop it
+  port_free "${PORT[$1]}"
   "start_$1"
   local pid_var="PID_$1"
   if [ "$1" = floor ]; then
@@ -221,6 +231,7 @@ run_server() { # name: start it, run the selected parts against it, stop it
       # sessions log in with SCRAM, as the storms do: PLAIN makes a server derive the password
       # (PBKDF2) on worker threads, whose stacks and allocator arenas are not sessions' memory.
       "stop_$1"
+      port_free "${PORT[$1]}"
       "start_$1"
       gen "$1" "${PORT[$1]}" "${!pid_var}" idle --clients "$USERS" --concurrency 50 --duration 3 --mech scram-sha-1
     fi
@@ -237,7 +248,7 @@ fi
 if has_part logins; then
   # Every server up at once (idle ones cost CPU 0 nothing), and their login storms taken in
   # turn, run after run: a noisy minute then weighs on all of them, not on one server's runs.
-  for s in $SERVERS; do "start_$s"; done
+  for s in $SERVERS; do port_free "${PORT[$s]}"; "start_$s"; done
   for run in $(seq "$RUNS"); do
     for s in $SERVERS; do
       echo "== logins: run $run, $s" >&2

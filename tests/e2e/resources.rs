@@ -290,3 +290,48 @@ fn serve_refuses_obviously_wrong_values_at_start_naming_the_key() -> Result<()> 
     }
     Ok(())
 }
+
+/// The server's thread count (`Threads:` in /proc).
+fn threads(server: &TestServer) -> Result<usize> {
+    let pid = server.child.as_ref().context("server not running")?.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("no Threads: line")
+}
+
+#[tokio::test]
+async fn a_burst_of_plain_logins_derives_passwords_a_core_at_a_time() -> Result<()> {
+    // PLAIN makes the server derive the password (PBKDF2). Each derivation runs on the blocking
+    // pool, whose threads live on for seconds after; a burst must queue for a slot per core
+    // instead of starting a thread per login.
+    let server = TestServer::start(standard_users().env("STARLING_WORKER_THREADS", "1"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let burst = 4 * cores + 8;
+    let mut clients = Vec::new();
+    for _ in 0..burst {
+        let mut c = Client::connect(server.c2s).await?;
+        c.starttls_and_open(&server.cert()).await?;
+        clients.push(c);
+    }
+    let before = threads(&server)?;
+    // Every request is on its way before any answer is read.
+    let auth = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "\0alice\0alicepw")
+    );
+    for c in &mut clients {
+        c.send(&auth).await?;
+    }
+    for c in &mut clients {
+        let r = c.element().await?;
+        assert!(r.is("success", ns::SASL), "{}", r.to_string_lossy());
+    }
+    // A derivation's slot is free again a moment before its thread is back in the pool, so the
+    // pool may start one more thread per slot; without the slots it starts one per login.
+    let grown = threads(&server)?.saturating_sub(before);
+    assert!(grown <= 2 * cores + 1, "{burst} PLAIN logins started {grown} threads ({cores} cores)");
+    assert_healthy(&server).await
+}

@@ -21,6 +21,7 @@ use starling_xmpp::{ns, BareJid, FullJid, Jid, StanzaError, StreamError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// [`error_reply`], counted in `starling_stanza_errors_total`: every error the server generates
@@ -777,7 +778,7 @@ impl<H: SessionHost> Client<H> {
             &self.edge.decoy_secret,
             self.edge.cfg.scram_iterations,
         );
-        match (candidates.verify(creds.password).await, account) {
+        match (candidates.verify(creds.password, &self.edge.key_derivations).await, account) {
             (true, Some(account)) => self.authenticated(conn, account, &[]).await,
             _ => self.sasl_failure(conn, SaslFailure::NotAuthorized).await,
         }
@@ -849,6 +850,9 @@ impl<H: SessionHost> Client<H> {
                 let accounts = self.edge.accounts.clone();
                 let iterations = self.edge.cfg.scram_iterations;
                 let key = account.to_string();
+                let Ok(_slot) = self.edge.key_derivations.acquire().await else {
+                    return counted_error_reply(iq, StanzaError::InternalServerError, &domain);
+                };
                 let created = tokio::task::spawn_blocking(move || {
                     let creds = starling_store::derive_credentials(&password, iterations)
                         .map_err(|_| StanzaError::NotAcceptable)?;
@@ -996,9 +1000,11 @@ impl PlainCandidates {
     }
 
     /// Derive and compare on the blocking pool (PBKDF2 is deliberately slow: never on an async
-    /// worker). Every candidate is tried on a mismatch, decoys included.
-    async fn verify(self, password: String) -> bool {
+    /// worker), once one of `slots` is free. Every candidate is tried on a mismatch, decoys
+    /// included.
+    async fn verify(self, password: String, slots: &Semaphore) -> bool {
         let PlainCandidates { creds, real } = self;
+        let Ok(_slot) = slots.acquire().await else { return false };
         let matched = tokio::task::spawn_blocking(move || creds.iter().any(|c| c.verify_password(&password)))
             .await
             .unwrap_or(false);
@@ -1076,15 +1082,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_password_is_derived_only_in_a_free_slot() {
+        // One iteration: the derivation itself takes microseconds, so only the wait for the
+        // slot can hold the check back.
+        let stored = vec![ScramCredentials::derive(ScramHash::Sha256, "pw", b"salt", 1).unwrap()];
+        let slots = Semaphore::new(1);
+        let taken = slots.acquire().await.unwrap();
+        let check = PlainCandidates::new(stored, "alice", b"secret", 1).verify("pw".into(), &slots);
+        tokio::pin!(check);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut check).await.is_err(),
+            "derived while every slot was taken"
+        );
+        drop(taken);
+        assert!(check.await, "the right password, once a slot is free");
+        assert_eq!(slots.available_permits(), 1, "the slot is given back");
+    }
+
+    #[tokio::test]
     async fn plain_failures_cost_the_same_for_known_and_unknown_accounts() {
         // Enough iterations that the PBKDF2 work dominates everything else in the check.
         let iterations = 100_000;
         let stored = starling_store::derive_credentials("right", iterations).unwrap();
         let known = PlainCandidates::new(stored.clone(), "alice", b"secret", iterations);
-        assert!(known.verify("right".into()).await);
+        let slots = Semaphore::new(1);
+        assert!(known.verify("right".into(), &slots).await);
+        let slots = &slots;
         let time = |c: PlainCandidates| async move {
             let start = std::time::Instant::now();
-            assert!(!c.verify("wrong".into()).await);
+            assert!(!c.verify("wrong".into(), slots).await);
             start.elapsed()
         };
         let known = time(PlainCandidates::new(stored, "alice", b"secret", iterations)).await;

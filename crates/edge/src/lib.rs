@@ -133,6 +133,10 @@ pub struct Edge<H: SessionHost> {
     shutdown: watch::Receiver<bool>,
     /// Secret mixed into decoy SCRAM salts so unknown users look like known ones.
     pub(crate) decoy_secret: [u8; 32],
+    /// Password derivations (PBKDF2: PLAIN logins, decoys included, and in-band registration)
+    /// allowed to run at once: one per core this process may use. A burst of them queues here
+    /// instead of starting a blocking thread each, with its stack and allocator arena.
+    pub(crate) key_derivations: Semaphore,
     /// The stream features of each negotiation stage, serialized once.
     pub(crate) features: features::StreamFeatures,
 }
@@ -170,6 +174,7 @@ impl<H: SessionHost> Edge<H> {
             connections,
             shutdown,
             decoy_secret: io::random_bytes(),
+            key_derivations: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             features,
         })
     }
