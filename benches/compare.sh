@@ -7,7 +7,8 @@
 #   USERS=200 RUNS=5 bash benches/compare.sh
 #   PARTS=presence bash benches/compare.sh  # only the presence fan-out
 #
-# PARTS picks what runs: `basic` (login, messages, idle), `logins` (login storms only, every
+# PARTS picks what runs: `basic` (login and messages RUNS times, then idle sessions on the server
+# restarted fresh), `logins` (login storms only, every
 # server started at once and their storms taken in turn, RUNS times, so the noise of a shared
 # machine falls on all servers alike) and `presence` (the fan-out: a ring of
 # PRESENCE_USERS users with PRESENCE_CONTACTS mutual contacts each, made once per server with
