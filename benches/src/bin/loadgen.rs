@@ -42,8 +42,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The generator allocates per login too (names, stanzas, tasks); mimalloc keeps that off the
-/// generator's core, as it does for the server's.
+/// The generator allocates per login too (names, stanzas, close tasks); mimalloc makes that
+/// cheaper, so its one core is the limit less often. The server keeps glibc's allocator
+/// (docs/benchmarks.md, "Tried and not kept").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
