@@ -230,6 +230,21 @@ impl Conn {
         }
     }
 
+    /// Close the stream as RFC 6120 §4.4 asks (see `RawConn::close_stream`): our closing tag,
+    /// then the server's (or the end of the connection) before the socket is dropped.
+    async fn close_stream(&mut self) -> Result<()> {
+        self.send(b"</stream:stream>").await?;
+        loop {
+            match self.next().await {
+                Ok(Event::StreamClose) => return Ok(()),
+                Ok(_) => continue,
+                // The connection ended without the server's tag (or with what does not parse):
+                // nothing more to wait for.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
     /// Stanzas already complete in the read buffer (none when it holds only a partial one).
     fn parsed(&mut self) -> Result<Vec<Element>> {
         let mut out = Vec::new();
@@ -605,7 +620,9 @@ async fn storm_login(
             .await
             .map_err(|_| anyhow!("login timed out"))??;
         let took = t.elapsed();
-        let _ = c.send(b"</stream:stream>").await;
+        closing.borrow_mut().push(tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(bound, c.close_stream()).await;
+        }));
         Ok(took)
     }
 }

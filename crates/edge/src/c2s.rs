@@ -784,9 +784,8 @@ impl<H: SessionHost> Client<H> {
         }
     }
 
-    /// SASL succeeded: answer, and expect a restarted stream (RFC 6120 §6.4.6).
     /// SASL succeeded: `<success/>` carrying the mechanism's additional data (SCRAM's
-    /// server-final message; none for PLAIN), and the stream restarts.
+    /// server-final message; none for PLAIN), and the stream restarts (RFC 6120 §6.4.6).
     async fn authenticated(&mut self, conn: &mut Conn, account: BareJid, data: &[u8]) -> Option<Step> {
         tracing::debug!(peer = %self.peer, %account, "authenticated");
         crate::counters::authentication(self.mechanism, true);
