@@ -611,24 +611,27 @@ async fn storm_login(
             .await
             .map_err(|_| anyhow!("login timed out"))??;
         let took = t.elapsed();
-        closing.borrow_mut().push(tokio::task::spawn_local(async move {
-            let _ = tokio::time::timeout(bound, c.close_stream()).await;
-        }));
+        close_later(closing, bound, async move { c.close_stream().await });
         Ok(took)
     } else {
         let mut c = tokio::time::timeout(bound, login(args, &name, &resource, cache, false))
             .await
             .map_err(|_| anyhow!("login timed out"))??;
         let took = t.elapsed();
-        closing.borrow_mut().push(tokio::task::spawn_local(async move {
-            let _ = tokio::time::timeout(bound, c.close_stream()).await;
-        }));
+        close_later(closing, bound, async move { c.close_stream().await });
         Ok(took)
     }
 }
 
 /// The closes of a storm's streams, left running while the storm goes on (see [`login_storm`]).
 type Closing = Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Run `close` (bounded by `bound`) alongside the storm, into `closing`.
+fn close_later(closing: &Closing, bound: Duration, close: impl std::future::Future + 'static) {
+    closing.borrow_mut().push(tokio::task::spawn_local(async move {
+        let _ = tokio::time::timeout(bound, close).await;
+    }));
+}
 
 /// Wait until every stream in `closing` is closed.
 async fn all_closed(closing: &Closing) {
