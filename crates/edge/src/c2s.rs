@@ -698,7 +698,7 @@ impl<H: SessionHost> Client<H> {
         if username.is_empty() || username.contains('@') || username.contains('/') {
             return None;
         }
-        BareJid::new(&format!("{username}@{}", self.domain)).ok()
+        starling_xmpp::parse_jid(&format!("{username}@{}", self.domain)).ok().map(|j| j.to_bare())
     }
 
     async fn scram_step(&mut self, conn: &mut Conn, payload: &[u8]) -> Option<Step> {
@@ -890,7 +890,7 @@ impl<H: SessionHost> Client<H> {
             return Some(Step::Close);
         };
         // RFC 6120 §7.7.2.1: a resource that fails Resourceprep is a bad request.
-        let Ok(jid) = FullJid::new(&full) else {
+        let Ok(Ok(jid)) = starling_xmpp::parse_jid(&full).map(Jid::try_into_full) else {
             return self
                 .send(conn, &counted_error_reply(&iq, StanzaError::BadRequest, &self.domain.clone()))
                 .await;

@@ -5,7 +5,6 @@ use crate::config::Config;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use starling_store::{EmbeddedStore, RedisStore, Store};
-use starling_xmpp::BareJid;
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -53,7 +52,11 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn account(cfg: &Config, jid: &str) -> anyhow::Result<String> {
-    let bare = BareJid::new(jid).with_context(|| format!("{jid:?} is not a valid JID"))?;
+    let bare = starling_xmpp::parse_jid(jid)
+        .ok()
+        .filter(|j| j.resource().is_none())
+        .map(|j| j.to_bare())
+        .with_context(|| format!("{jid:?} is not a valid bare JID"))?;
     if bare.node().is_none() {
         bail!("{jid:?} has no user part; write user@domain");
     }

@@ -28,6 +28,30 @@ pub use starling_xml::{Element, Node};
 #[cfg(test)]
 mod jid_tests;
 
+/// `s` as a JID (RFC 7622), refused when its prepared form does not parse back to itself.
+///
+/// The `jid` crate prepares each part with stringprep, whose tables are Unicode 3.2's. A code
+/// point Unicode 3.2 had not assigned gets no case mapping there, yet normalization can still
+/// turn it into a letter that has one: U+1F130 "🄰" becomes "A", which the next parse folds to
+/// "a". Such a JID would name one account here and another wherever it is parsed again, so it
+/// is refused, as RFC 3454 §7 keeps unassigned code points out of stored strings. Every JID
+/// a client or an operator gives goes through this; what the server stored or stamped itself
+/// was checked on its way in.
+pub fn parse_jid(s: &str) -> Result<Jid, jid::Error> {
+    let jid = Jid::new(s)?;
+    let again = Jid::new(jid.as_str())?;
+    if again == jid {
+        return Ok(jid);
+    }
+    Err(if again.node() != jid.node() {
+        jid::Error::NodePrep
+    } else if again.domain() != jid.domain() {
+        jid::Error::NamePrep
+    } else {
+        jid::Error::ResourcePrep
+    })
+}
+
 /// The bare JID of a JID's canonical string (`BareJid`, `FullJid` or `Jid::as_str`): everything
 /// before the first `/`. Localparts and domainparts cannot contain `/` (RFC 7622 §3.2, §3.3.1),
 /// so this is the bare JID exactly, without building a `BareJid` and formatting it again.

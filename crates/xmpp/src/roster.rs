@@ -113,7 +113,7 @@ pub fn parse_roster_set(query: &Element) -> Result<RosterSet, RosterSetError> {
         return Err(RosterSetError::BadRequest);
     }
     let raw = item.attr("jid").ok_or(RosterSetError::BadRequest)?;
-    let jid = jid::Jid::new(raw).map_err(|_| RosterSetError::JidMalformed)?;
+    let jid = crate::parse_jid(raw).map_err(|_| RosterSetError::JidMalformed)?;
     let jid = jid.to_bare();
     match item.attr("subscription") {
         Some("remove") => return Ok(RosterSet::Remove { jid }),

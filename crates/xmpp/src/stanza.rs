@@ -96,7 +96,7 @@ impl<'a> StanzaView<'a> {
 fn parse_jid_attr(e: &Element, name: &str) -> Result<Option<Jid>, StanzaError> {
     match e.attr(name) {
         None => Ok(None),
-        Some(s) => Jid::new(s).map(Some).map_err(|_| StanzaError::JidMalformed),
+        Some(s) => crate::parse_jid(s).map(Some).map_err(|_| StanzaError::JidMalformed),
     }
 }
 
